@@ -1,0 +1,305 @@
+//! Hand-written scenarios for the state machine: one per rule, each small enough to read as the
+//! rule's specification. Random sequences against the reference model live in `tests/`.
+
+use surge_engine::codec::{decode_command, encode_command};
+use surge_engine::{
+    BuyerId, Capacity, Command, Engine, Event, Limits, LineMask, LineRequest, LineRequests,
+    OrderId, OrderState, Outcome, Rejection, ReleaseReason, Sequence, SkuId, Timestamp,
+    WarehouseChoices, WarehouseId,
+};
+
+struct Harness {
+    engine: Engine,
+    sequence: u64,
+    now: u64,
+    events: Vec<Event>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self {
+            engine: Engine::new(Limits::TEST),
+            sequence: 0,
+            now: 1_000,
+            events: Vec::with_capacity(1024),
+        }
+    }
+
+    fn run(&mut self, command: Command) -> Outcome {
+        self.sequence += 1;
+        self.events.clear();
+        let outcome = self.engine.apply(
+            Sequence(self.sequence),
+            Timestamp(self.now),
+            &command,
+            &mut self.events,
+        );
+        self.engine.check_invariants();
+        // Every command survives its journal encoding unchanged.
+        let mut bytes = Vec::new();
+        encode_command(&command, &mut bytes);
+        assert_eq!(decode_command(&bytes), Ok(command));
+        outcome
+    }
+
+    fn stock(&mut self, sku: u32, warehouse: u16, on_hand: u32) {
+        let outcome = self.run(Command::SetStock {
+            sku: SkuId(sku),
+            warehouse: WarehouseId(warehouse),
+            on_hand,
+        });
+        assert!(matches!(outcome, Outcome::StockSet(_)), "{outcome:?}");
+    }
+
+    fn reserve(&mut self, buyer: u64, lines: &[(u32, u32)], warehouses: &[u16]) -> Outcome {
+        let lines: Vec<LineRequest> = lines
+            .iter()
+            .map(|&(sku, quantity)| LineRequest { sku: SkuId(sku), quantity })
+            .collect();
+        let warehouses: Vec<WarehouseId> = warehouses.iter().map(|&w| WarehouseId(w)).collect();
+        self.run(Command::Reserve {
+            buyer: BuyerId(buyer),
+            expires_at: Timestamp(self.now + 100),
+            lines: LineRequests::from_slice(&lines).unwrap(),
+            warehouses: WarehouseChoices::from_slice(&warehouses).unwrap(),
+        })
+    }
+
+    fn available(&self, sku: u32, warehouse: u16) -> u32 {
+        self.engine.stock(SkuId(sku), WarehouseId(warehouse)).unwrap().available()
+    }
+}
+
+fn order_of(outcome: Outcome) -> OrderId {
+    match outcome {
+        Outcome::Reserved { order, .. } => order,
+        other => panic!("expected a reservation, got {other:?}"),
+    }
+}
+
+#[test]
+fn reservation_takes_each_line_whole_from_the_first_warehouse_that_has_it() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 1);
+    h.stock(1, 1, 5);
+    h.stock(2, 0, 3);
+    let outcome = h.reserve(7, &[(1, 2), (2, 3)], &[0, 1]);
+    let Outcome::Reserved { lines, .. } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(lines.as_slice()[0].warehouse, WarehouseId(1), "warehouse 0 has only 1 unit");
+    assert_eq!(lines.as_slice()[1].warehouse, WarehouseId(0));
+    assert_eq!(h.available(1, 0), 1);
+    assert_eq!(h.available(1, 1), 3);
+    assert_eq!(h.available(2, 0), 0);
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::StockAvailability { sku: SkuId(2), in_stock: false, .. })));
+}
+
+#[test]
+fn reservation_is_all_or_nothing() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 5);
+    h.stock(2, 0, 1);
+    let outcome = h.reserve(7, &[(1, 2), (2, 2)], &[0]);
+    let mut expected = LineMask::default();
+    expected.set(1);
+    assert_eq!(outcome, Outcome::Rejected(Rejection::OutOfStock { lines: expected }));
+    assert_eq!(h.available(1, 0), 5, "the first line must not stay reserved");
+    assert_eq!(h.engine.live_orders(), 0);
+}
+
+#[test]
+fn the_last_unit_is_sold_exactly_once() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 1);
+    let first = order_of(h.reserve(1, &[(1, 1)], &[0]));
+    assert!(matches!(
+        h.reserve(2, &[(1, 1)], &[0]),
+        Outcome::Rejected(Rejection::OutOfStock { .. })
+    ));
+    assert_eq!(
+        h.run(Command::Commit { order: first }),
+        Outcome::Transitioned { order: first, state: OrderState::Confirmed }
+    );
+    assert_eq!(
+        h.run(Command::Commit { order: first }),
+        Outcome::Rejected(Rejection::AlreadyResolved { state: OrderState::Confirmed })
+    );
+    let level = h.engine.stock(SkuId(1), WarehouseId(0)).unwrap();
+    assert_eq!((level.on_hand, level.reserved, level.sold), (0, 0, 1));
+}
+
+#[test]
+fn release_returns_units_and_forgets_the_order() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 3);
+    let order = order_of(h.reserve(1, &[(1, 3)], &[0]));
+    let outcome = h.run(Command::Release { order, reason: ReleaseReason::PaymentFailed });
+    assert_eq!(outcome, Outcome::Transitioned { order, state: OrderState::PaymentFailed });
+    assert_eq!(h.available(1, 0), 3);
+    assert!(h.engine.order(order).is_none());
+    assert_eq!(h.run(Command::Commit { order }), Outcome::Rejected(Rejection::UnknownOrder));
+}
+
+#[test]
+fn deadlines_expire_orders_and_a_late_payment_is_refused() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 2);
+    let early = order_of(h.reserve(1, &[(1, 1)], &[0]));
+    h.now += 50;
+    let late = order_of(h.reserve(2, &[(1, 1)], &[0]));
+    h.now += 60; // past the first deadline only
+    assert_eq!(h.run(Command::Expire), Outcome::ExpiredOrders { count: 1 });
+    assert!(h.engine.order(early).is_none());
+    assert_eq!(h.available(1, 0), 1);
+    h.now += 100; // past the second deadline, but no tick ran: the deadline still decides
+    assert_eq!(h.run(Command::Commit { order: late }), Outcome::Rejected(Rejection::Expired));
+    assert_eq!(h.available(1, 0), 2);
+    assert_eq!(h.run(Command::Expire), Outcome::ExpiredOrders { count: 0 });
+}
+
+#[test]
+fn cancelling_a_confirmed_order_returns_units_to_on_hand() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 4);
+    let order = order_of(h.reserve(1, &[(1, 3)], &[0]));
+    h.run(Command::Commit { order });
+    assert_eq!(
+        h.run(Command::Cancel { order }),
+        Outcome::Transitioned { order, state: OrderState::Cancelled }
+    );
+    let level = h.engine.stock(SkuId(1), WarehouseId(0)).unwrap();
+    assert_eq!((level.on_hand, level.reserved, level.sold), (4, 0, 0));
+}
+
+#[test]
+fn ship_and_deliver_follow_confirmation_only() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 4);
+    let order = order_of(h.reserve(1, &[(1, 1)], &[0]));
+    assert_eq!(
+        h.run(Command::Ship { order }),
+        Outcome::Rejected(Rejection::WrongState { state: OrderState::PendingPayment })
+    );
+    h.run(Command::Commit { order });
+    assert_eq!(
+        h.run(Command::Ship { order }),
+        Outcome::Transitioned { order, state: OrderState::Shipped }
+    );
+    assert_eq!(
+        h.run(Command::Cancel { order }),
+        Outcome::Rejected(Rejection::WrongState { state: OrderState::Shipped })
+    );
+    assert_eq!(
+        h.run(Command::Deliver { order }),
+        Outcome::Transitioned { order, state: OrderState::Delivered }
+    );
+    assert_eq!(h.engine.live_orders(), 0);
+}
+
+#[test]
+fn per_buyer_limits_count_live_and_completed_orders_but_not_released_ones() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 100);
+    h.run(Command::SetBuyerLimit { sku: SkuId(1), per_buyer: Some(2) });
+    let first = order_of(h.reserve(9, &[(1, 2)], &[0]));
+    assert!(matches!(
+        h.reserve(9, &[(1, 1)], &[0]),
+        Outcome::Rejected(Rejection::PurchaseLimitExceeded { .. })
+    ));
+    order_of(h.reserve(10, &[(1, 2)], &[0])); // another buyer is not affected
+    h.run(Command::Release { order: first, reason: ReleaseReason::Cancelled });
+    let second = order_of(h.reserve(9, &[(1, 2)], &[0]));
+    h.run(Command::Commit { order: second });
+    h.run(Command::Ship { order: second });
+    h.run(Command::Deliver { order: second });
+    assert_eq!(h.engine.buyer_units(BuyerId(9), SkuId(1)), 2, "delivered units still count");
+    h.run(Command::SetBuyerLimit { sku: SkuId(1), per_buyer: None });
+    order_of(h.reserve(9, &[(1, 5)], &[0]));
+}
+
+#[test]
+fn stock_cannot_be_set_below_reserved() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 5);
+    order_of(h.reserve(1, &[(1, 4)], &[0]));
+    assert_eq!(
+        h.run(Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(0), on_hand: 3 }),
+        Outcome::Rejected(Rejection::BelowReserved { reserved: 4 })
+    );
+}
+
+#[test]
+fn malformed_requests_are_rejected_without_effect() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 5);
+    assert_eq!(h.reserve(1, &[(1, 0)], &[0]), Outcome::Rejected(Rejection::Invalid));
+    assert_eq!(h.reserve(1, &[(1, 1), (1, 1)], &[0]), Outcome::Rejected(Rejection::Invalid));
+    assert_eq!(h.reserve(1, &[(1, 1)], &[]), Outcome::Rejected(Rejection::Invalid));
+    assert_eq!(h.reserve(1, &[(999, 1)], &[0]), Outcome::Rejected(Rejection::Invalid));
+    assert_eq!(h.reserve(1, &[(1, 1)], &[200]), Outcome::Rejected(Rejection::Invalid));
+    assert_eq!(h.available(1, 0), 5);
+}
+
+#[test]
+fn live_orders_are_bounded_by_the_named_limit() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 10_000);
+    for buyer in 0..u64::from(Limits::TEST.orders_max) {
+        order_of(h.reserve(buyer, &[(1, 1)], &[0]));
+    }
+    assert_eq!(
+        h.reserve(0, &[(1, 1)], &[0]),
+        Outcome::Rejected(Rejection::CapacityReached { capacity: Capacity::Orders })
+    );
+    // Expiring them frees the slots, and the expiry heap keeps working past its capacity.
+    for round in 0..3 {
+        h.now += 1_000;
+        assert_eq!(
+            h.run(Command::Expire),
+            Outcome::ExpiredOrders { count: Limits::TEST.orders_max }
+        );
+        for buyer in 0..u64::from(Limits::TEST.orders_max) {
+            let order = order_of(h.reserve(buyer, &[(1, 1)], &[0]));
+            if round < 2 {
+                h.run(Command::Commit { order });
+                h.run(Command::Cancel { order });
+            }
+        }
+        if round < 2 {
+            assert_eq!(h.engine.live_orders(), 0);
+            for buyer in 0..u64::from(Limits::TEST.orders_max) {
+                order_of(h.reserve(buyer, &[(1, 1)], &[0]));
+            }
+        }
+    }
+}
+
+#[test]
+fn snapshot_round_trip_keeps_the_digest_and_the_behaviour() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 5);
+    h.stock(1, 3, 2);
+    h.run(Command::SetBuyerLimit { sku: SkuId(1), per_buyer: Some(3) });
+    let a = order_of(h.reserve(1, &[(1, 2)], &[0]));
+    let b = order_of(h.reserve(2, &[(1, 3)], &[3, 0]));
+    h.run(Command::Commit { order: b });
+    let mut bytes = Vec::new();
+    h.engine.encode_snapshot(&mut bytes);
+    let restored = Engine::decode_snapshot(Limits::TEST, &bytes).unwrap();
+    restored.check_invariants();
+    assert_eq!(restored.digest(), h.engine.digest());
+    let mut copy = Harness {
+        engine: restored,
+        sequence: h.sequence,
+        now: h.now,
+        events: Vec::with_capacity(64),
+    };
+    h.now += 1_000;
+    copy.now += 1_000;
+    assert_eq!(h.run(Command::Expire), copy.run(Command::Expire));
+    assert!(h.engine.order(a).is_none());
+    assert_eq!(h.engine.digest(), copy.engine.digest());
+    assert!(Engine::decode_snapshot(Limits::TEST, &bytes[..bytes.len() - 1]).is_err());
+}

@@ -1,0 +1,295 @@
+//! Who is calling: password hashes, signed bearer tokens, the admin token, roles, rate limits.
+//!
+//! A token is `<payload>.<signature>`, both base64url without padding: the payload is the JSON
+//! `{"u": user_id, "r": role, "e": expires_at_unix}` and the signature its HMAC-SHA256 under a key
+//! kept in the data directory (`token.key`, mode 0600), so tokens stay valid across restarts and
+//! nothing about sessions is stored. The admin token is a separate secret compared in constant time.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::error::ApiError;
+use crate::Services;
+
+/// What a caller may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Buyer,
+    Seller,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Buyer => "buyer",
+            Role::Seller => "seller",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "buyer" => Some(Role::Buyer),
+            "seller" => Some(Role::Seller),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// The user id of the configured admin token (no row in `users`).
+pub const ADMIN_USER_ID: i64 = 0;
+
+/// An authenticated caller, extracted from `Authorization: Bearer <token>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: i64,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn require(self, role: Role) -> Result<Caller, ApiError> {
+        if self.role == role {
+            Ok(self)
+        } else {
+            Err(ApiError::forbidden(format!("this action needs the {} role", role.as_str())))
+        }
+    }
+
+    pub fn is_admin(self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// Signs and checks bearer tokens.
+pub struct Tokens {
+    key: [u8; 32],
+    admin_token: String,
+    lifetime: Duration,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("lifetime", &self.lifetime).finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    u: i64,
+    r: Role,
+    e: u64,
+}
+
+impl Tokens {
+    /// Loads the signing key and the admin token from `data_dir`, creating them on first start.
+    /// `admin_token` from the environment wins over the stored one. A newly generated admin token
+    /// is printed once on standard error.
+    pub fn load(
+        data_dir: &Path,
+        admin_token: Option<String>,
+        lifetime: Duration,
+    ) -> anyhow::Result<Tokens> {
+        let key_bytes = read_or_create_secret(&data_dir.join("token.key"), 32)?;
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&key_bytes[..32]);
+        let admin_token = match admin_token.filter(|token| !token.is_empty()) {
+            Some(token) => token,
+            None => {
+                let path = data_dir.join("admin.token");
+                match std::fs::read_to_string(&path) {
+                    Ok(token) => token.trim().to_owned(),
+                    Err(_) => {
+                        let mut random = [0u8; 24];
+                        getrandom::fill(&mut random)
+                            .map_err(|error| anyhow::anyhow!("random bytes: {error}"))?;
+                        let token = hex(&random);
+                        write_private(&path, token.as_bytes())?;
+                        eprintln!("surge: admin token (saved in {}): {token}", path.display());
+                        token
+                    }
+                }
+            }
+        };
+        Ok(Tokens { key, admin_token, lifetime })
+    }
+
+    /// A signed token for `user_id` and its expiry (Unix seconds).
+    pub fn issue(&self, user_id: i64, role: Role) -> (String, u64) {
+        let expires_at = unix_now() + self.lifetime.as_secs();
+        let claims = serde_json::to_vec(&Claims { u: user_id, r: role, e: expires_at })
+            .expect("claims serialize");
+        let payload = URL_SAFE_NO_PAD.encode(claims);
+        let signature = URL_SAFE_NO_PAD.encode(self.sign(payload.as_bytes()));
+        (format!("{payload}.{signature}"), expires_at)
+    }
+
+    /// The caller a bearer token stands for.
+    pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
+            return Ok(Caller { user_id: ADMIN_USER_ID, role: Role::Admin });
+        }
+        let invalid = || ApiError::unauthorized("invalid token");
+        let (payload, signature) = token.split_once('.').ok_or_else(invalid)?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| invalid())?;
+        let mut mac = self.mac();
+        mac.update(payload.as_bytes());
+        mac.verify_slice(&signature).map_err(|_| invalid())?;
+        let claims: Claims = URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(invalid)?;
+        if claims.e <= unix_now() {
+            return Err(ApiError::unauthorized("token expired"));
+        }
+        Ok(Caller { user_id: claims.u, role: claims.r })
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length")
+    }
+
+    fn sign(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut mac = self.mac();
+        mac.update(bytes);
+        mac.finalize().into_bytes().to_vec()
+    }
+}
+
+/// An argon2id hash (PHC string) of a password, with a random salt.
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(ApiError::internal)?;
+    let salt = SaltString::encode_b64(&salt).map_err(ApiError::internal)?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(ApiError::internal)
+}
+
+pub fn verify_password(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored)
+        .is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+}
+
+/// Per-user token buckets: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<i64, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        Self {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst),
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes one request from the user's bucket, or says how many seconds until one is there.
+    pub fn check(&self, user_id: i64) -> Result<(), u64> {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() > 1_000_000 {
+            // Forget idle users rather than grow without bound.
+            buckets.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(60));
+        }
+        let (tokens, at) = buckets.entry(user_id).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+impl FromRequestParts<std::sync::Arc<crate::AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &std::sync::Arc<crate::AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let services: &Services = state.services()?;
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
+        let caller = services.tokens.verify(token.trim())?;
+        if !caller.is_admin() {
+            services.rate_limiter.check(caller.user_id).map_err(ApiError::rate_limited)?;
+        }
+        Ok(caller)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A hex secret kept in `path` (mode 0600), created on first use.
+pub fn load_or_create_hex_secret(path: &Path) -> anyhow::Result<String> {
+    Ok(hex(&read_or_create_secret(path, 32)?[..32]))
+}
+
+/// Reads a secret file, or creates it with `len` random bytes and mode 0600.
+fn read_or_create_secret(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
+    if let Ok(bytes) = std::fs::read(path) {
+        anyhow::ensure!(bytes.len() >= len, "{} is shorter than {len} bytes", path.display());
+        return Ok(bytes);
+    }
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("random bytes: {error}"))?;
+    write_private(path, &bytes)?;
+    Ok(bytes)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! `surge journal verify | inspect | replay`: the operator's tools for a data directory.
+//!
+//! All three only read. `verify` checks every record (framing, checksum, sequence, and that the
+//! payload decodes as a command) and exits 2 naming the segment and byte offset of the first bad
+//! record; a torn final record is reported but is not an error, because the next start cuts it.
+//! `replay` rebuilds the engine exactly as a start would and prints its state digest, so two nodes
+//! (or a node and a backup) can be compared without serving traffic.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use surge_engine::codec::decode_command;
+use surge_engine::{Command, Limits, ReleaseReason, Sequence, Timestamp};
+use surge_journal::{FsStorage, JournalError};
+
+use surge_gateway::time::rfc3339;
+
+/// Exit code for a journal that is damaged somewhere other than its final record.
+const EXIT_CORRUPT: u8 = 2;
+
+fn open_storages(data_dir: &Path) -> anyhow::Result<(FsStorage, FsStorage)> {
+    if !data_dir.is_dir() {
+        anyhow::bail!("data directory {} does not exist", data_dir.display());
+    }
+    let journal = FsStorage::open(&data_dir.join("journal")).context("open journal directory")?;
+    let snapshots =
+        FsStorage::open(&data_dir.join("snapshots")).context("open snapshot directory")?;
+    Ok((journal, snapshots))
+}
+
+pub fn verify(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let (journal, _) = open_storages(data_dir)?;
+    let recovery = match surge_journal::scan(&journal) {
+        Ok(recovery) => recovery,
+        Err(error @ JournalError::Corrupt { .. }) => {
+            println!("{}", json!({"ok": false, "error": error.to_string()}));
+            return Ok(ExitCode::from(EXIT_CORRUPT));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let mut records = 0u64;
+    let mut bad_payload = None;
+    surge_journal::read_from(&journal, 0, |record| {
+        if let Err(error) = decode_command(record.payload) {
+            bad_payload = Some(format!(
+                "record {} in segment {} at byte {} does not decode: {error}",
+                record.seq, record.segment, record.offset
+            ));
+            return ControlFlow::Break(());
+        }
+        records += 1;
+        ControlFlow::Continue(())
+    })?;
+    if let Some(error) = bad_payload {
+        println!("{}", json!({"ok": false, "error": error}));
+        return Ok(ExitCode::from(EXIT_CORRUPT));
+    }
+    let torn = recovery.torn_tail.as_ref().map(
+        |torn| json!({"segment": torn.segment, "offset": torn.offset, "bytes": torn.bytes_cut}),
+    );
+    println!(
+        "{}",
+        json!({
+            "ok": true,
+            "records": records,
+            "segments": recovery.segments.len(),
+            "last_sequence": recovery.next_seq - 1,
+            "torn_tail": torn,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn inspect(data_dir: &Path, from: u64, limit: Option<u64>) -> anyhow::Result<ExitCode> {
+    let (journal, _) = open_storages(data_dir)?;
+    let mut printed = 0u64;
+    let mut failure = None;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    surge_journal::read_from(&journal, from, |record| {
+        if limit.is_some_and(|limit| printed >= limit) {
+            return ControlFlow::Break(());
+        }
+        let command = match decode_command(record.payload) {
+            Ok(command) => command_json(&command),
+            Err(error) => {
+                failure = Some(anyhow::anyhow!(
+                    "record {} in segment {} at byte {} does not decode: {error}",
+                    record.seq,
+                    record.segment,
+                    record.offset
+                ));
+                return ControlFlow::Break(());
+            }
+        };
+        let line =
+            json!({"seq": record.seq, "at": rfc3339(Timestamp(record.at)), "command": command});
+        if std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes()).is_err() {
+            // The reader went away (`| head`): stop quietly.
+            return ControlFlow::Break(());
+        }
+        printed += 1;
+        ControlFlow::Continue(())
+    })?;
+    drop(out);
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+pub fn replay(data_dir: &Path, to: Option<u64>, limits: Limits) -> anyhow::Result<ExitCode> {
+    let (journal, snapshots) = open_storages(data_dir)?;
+    let started = std::time::Instant::now();
+    let recovery = surge_journal::scan(&journal)?;
+    let (engine, report) =
+        surge_engine::restore(limits, &journal, &snapshots, &recovery, to.map(Sequence))?;
+    engine.check_invariants();
+    let torn = report.torn_tail.as_ref().map(
+        |torn| json!({"segment": torn.segment, "offset": torn.offset, "bytes": torn.bytes_cut}),
+    );
+    println!(
+        "{}",
+        json!({
+            "sequence": engine.last_sequence().0,
+            "at": rfc3339(engine.last_at()),
+            "snapshot_sequence": report.snapshot_sequence,
+            "replayed": report.replayed,
+            "live_orders": engine.live_orders(),
+            "digest": format!("{:016x}", engine.digest()),
+            "torn_tail": torn,
+            "seconds": started.elapsed().as_secs_f64(),
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The JSON shape of a command in `surge journal inspect` (documented in docs/formats.md).
+pub fn command_json(command: &Command) -> Value {
+    match *command {
+        Command::SetStock { sku, warehouse, on_hand } => {
+            json!({"type": "set_stock", "sku": sku.0, "warehouse": warehouse.0, "on_hand": on_hand})
+        }
+        Command::SetBuyerLimit { sku, per_buyer } => {
+            json!({"type": "set_buyer_limit", "sku": sku.0, "per_buyer": per_buyer})
+        }
+        Command::Reserve { buyer, expires_at, lines, warehouses } => json!({
+            "type": "reserve",
+            "buyer": buyer.0,
+            "expires_at": rfc3339(expires_at),
+            "lines": lines.as_slice().iter()
+                .map(|line| json!({"sku": line.sku.0, "quantity": line.quantity}))
+                .collect::<Vec<_>>(),
+            "warehouses": warehouses.as_slice().iter().map(|w| w.0).collect::<Vec<_>>(),
+        }),
+        Command::Commit { order } => json!({"type": "commit", "order": order.0}),
+        Command::Release { order, reason } => json!({
+            "type": "release",
+            "order": order.0,
+            "reason": match reason {
+                ReleaseReason::PaymentFailed => "payment_failed",
+                ReleaseReason::Cancelled => "cancelled",
+            },
+        }),
+        Command::Expire => json!({"type": "expire"}),
+        Command::Cancel { order } => json!({"type": "cancel", "order": order.0}),
+        Command::Ship { order } => json!({"type": "ship", "order": order.0}),
+        Command::Deliver { order } => json!({"type": "deliver", "order": order.0}),
+    }
+}
+
+/// `surge search reindex`: rebuilds the search index from the catalog tables, with availability
+/// from the engine state the journal holds (restored exactly as `replay` does). The server must
+/// be stopped: the index has one writer.
+pub fn reindex(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let (journal, snapshots) = open_storages(data_dir)?;
+    let db_path = data_dir.join("surge.db");
+    if !db_path.is_file() {
+        anyhow::bail!("no catalog database at {}", db_path.display());
+    }
+    // Brings an older database's schema (the outbox) up to date.
+    drop(surge_gateway::db::Db::open(&db_path)?);
+    let skus: Vec<u32> = {
+        let connection = surge_gateway::search::open_catalog(&db_path)?;
+        let mut statement = connection.prepare("SELECT id FROM skus WHERE deleted = 0")?;
+        let skus = statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+        skus
+    };
+    let recovery = surge_journal::scan(&journal)?;
+    let (engine, _) =
+        surge_engine::restore(Limits::PRODUCTION, &journal, &snapshots, &recovery, None)?;
+    let (sequence, availability) = surge_gateway::search::Availability::of_engine(&engine, &skus);
+    let (summary, documents) = surge_gateway::search::reindex(data_dir, &availability)?;
+    println!(
+        "{}",
+        json!({
+            "products": summary.products,
+            "in_stock": summary.in_stock,
+            "documents": documents,
+            "catalog_offset": summary.offset,
+            "engine_sequence": sequence.0,
+            "seconds": started.elapsed().as_secs_f64(),
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,269 @@
+//! `surge`: one binary for serving, operating and load-testing Surge (see API.md, "Command line").
+
+mod journal_cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use surge_engine::{Limits, Pipeline, PipelineConfig};
+use surge_gateway::auth::{self, RateLimiter, Tokens};
+use surge_gateway::db::Db;
+use surge_gateway::payments::Sandbox;
+use surge_gateway::search::{self, Search};
+use surge_gateway::{demo, order_events};
+use surge_gateway::{AppState, Config, Services};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "surge",
+    version,
+    about = "A commerce backend that sells the last unit exactly once"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Runs the engine with its journal and the HTTP front door.
+    Serve(ServeArgs),
+    /// Operator tools for a data directory's journal.
+    #[command(subcommand)]
+    Journal(JournalCommand),
+    /// The Black Friday load test against a running server, with an oversell check.
+    Loadtest(surge_gateway::loadtest::Args),
+    /// Operator tools for the search index.
+    #[command(subcommand)]
+    Search(SearchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SearchCommand {
+    /// Clears the index and rebuilds it from the catalog and the engine state (server stopped).
+    Reindex {
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Reservation window, like `500ms`, `2s`, `10m`.
+    #[arg(long, default_value = "10m", value_parser = surge_gateway::time::parse_duration)]
+    reservation_ttl: Duration,
+    /// On the first start (no product ever stored), load the demo catalog: 12,000 products,
+    /// four warehouses, stock.
+    #[arg(long)]
+    demo: bool,
+    /// How long the sandbox payment provider takes to answer, like `20ms`.
+    #[arg(long, default_value = "20ms", value_parser = surge_gateway::time::parse_duration)]
+    payment_latency: Duration,
+    /// PostgreSQL for the service tables (issue P5: not built yet; refused).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Kafka brokers for events (issue P5: not built yet; refused).
+    #[arg(long)]
+    kafka_brokers: Option<String>,
+    /// Stream the journal to a standby (not built yet; refused).
+    #[arg(long)]
+    replicate_to: Option<String>,
+    /// Run as the standby of a primary (not built yet; refused).
+    #[arg(long)]
+    standby_of: Option<String>,
+}
+
+impl ServeArgs {
+    /// Refuses flags of API.md whose feature is not built yet, rather than ignoring them.
+    fn refuse_unbuilt(&self) -> anyhow::Result<()> {
+        let unbuilt = [
+            ("--database-url", self.database_url.is_some()),
+            ("--kafka-brokers", self.kafka_brokers.is_some()),
+            ("--replicate-to", self.replicate_to.is_some()),
+            ("--standby-of", self.standby_of.is_some()),
+        ];
+        match unbuilt.iter().find(|(_, given)| *given) {
+            Some((flag, _)) => {
+                anyhow::bail!("{flag} is not built yet (see \"What is missing\" in the README)")
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalCommand {
+    /// Checks every record's checksum, sequence and payload.
+    Verify {
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Prints records as JSON lines.
+    Inspect {
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Rebuilds engine state from snapshot and journal and prints a summary with its digest.
+    Replay {
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tantivy=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Commands::Serve(args) => serve(args),
+        Commands::Journal(JournalCommand::Verify { data_dir }) => journal_cli::verify(&data_dir),
+        Commands::Journal(JournalCommand::Inspect { data_dir, from, limit }) => {
+            journal_cli::inspect(&data_dir, from, limit)
+        }
+        Commands::Journal(JournalCommand::Replay { data_dir, to }) => {
+            journal_cli::replay(&data_dir, to, Limits::PRODUCTION)
+        }
+        Commands::Loadtest(args) => surge_gateway::loadtest::run(args),
+        Commands::Search(SearchCommand::Reindex { data_dir }) => journal_cli::reindex(&data_dir),
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("surge: {error:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    args.refuse_unbuilt()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("create data directory {}", args.data_dir.display()))?;
+        let state = Arc::new(AppState::default());
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("listen on {}", args.listen))?;
+        tracing::info!(address = %listener.local_addr()?, "listening");
+        let server_state = Arc::clone(&state);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, surge_gateway::app(server_state))
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        });
+
+        let db = Db::open(&args.data_dir.join("surge.db"))?;
+        let watermark = order_events::watermark(&db).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let data_dir = args.data_dir.clone();
+        let pipeline_config = PipelineConfig {
+            events_after: Some(watermark),
+            publish_events: true,
+            ..PipelineConfig::default()
+        };
+        let (mut pipeline, mut report) = tokio::task::spawn_blocking(move || {
+            Pipeline::open_dir(&data_dir, pipeline_config).map_err(anyhow::Error::from)
+        })
+        .await??;
+        tracing::info!(
+            snapshot_sequence = report.snapshot_sequence,
+            replayed = report.replayed,
+            next_sequence = report.next_sequence,
+            missed_events = report.missed_events.len(),
+            "engine recovered"
+        );
+        // What the order store missed before the last stop, then everything from now on.
+        let missed = std::mem::take(&mut report.missed_events);
+        let through = surge_engine::Sequence(report.next_sequence - 1);
+        order_events::record(&db, missed, through).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let events = pipeline.take_events().expect("events are taken once");
+        let (stock, stock_updates) = search::stock_channel();
+        let runtime = tokio::runtime::Handle::current();
+        let recorder =
+            order_events::spawn(db.clone(), events, runtime, search::forward_stock(stock));
+
+        let webhook_secret = match std::env::var("SURGE_WEBHOOK_SECRET") {
+            Ok(secret) if !secret.is_empty() => secret,
+            _ => auth::load_or_create_hex_secret(&args.data_dir.join("webhook.secret"))?,
+        };
+        let config = Config {
+            reservation_ttl: args.reservation_ttl,
+            payment_latency: args.payment_latency,
+            webhook_secret: webhook_secret.clone(),
+            ..Config::default()
+        };
+        let catalog = surge_gateway::catalog::Registry::load(&db)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let search = Search::open(&args.data_dir)?;
+        let engine = pipeline.handle();
+        let db_path = args.data_dir.join("surge.db");
+        let feeder = search::start_feeder(&search, &db, &db_path, &engine, stock_updates).await?;
+        let services = Services {
+            db,
+            catalog,
+            engine: pipeline.handle(),
+            tokens: Tokens::load(
+                &args.data_dir,
+                std::env::var("SURGE_ADMIN_TOKEN").ok(),
+                Duration::from_secs(24 * 3600),
+            )?,
+            rate_limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
+            checkout: surge_gateway::checkout::InFlight::default(),
+            payments: Arc::new(Sandbox { secret: webhook_secret, latency: config.payment_latency }),
+            config,
+            search,
+        };
+        let services = Arc::new(services);
+        if args.demo {
+            match demo::load_if_empty(&services).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+                Some(summary) => tracing::info!(?summary, "demo catalog loaded; indexing it"),
+                None => tracing::info!("--demo: the catalog is not empty, nothing loaded"),
+            }
+        }
+        state.set_ready(services);
+        tracing::info!("ready");
+        server.await??;
+        tokio::task::spawn_blocking(move || {
+            pipeline.shutdown();
+            let _ = recorder.join();
+            // The recorder dropped the stock sender: the feeder commits and stops.
+            let _ = feeder.join();
+        })
+        .await?;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}

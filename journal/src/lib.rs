@@ -1,0 +1,50 @@
+//! Surge's journal: the durable, ordered log of every command, and the snapshot files that let a
+//! restart replay only the log's tail.
+//!
+//! The journal stores opaque payloads. It knows sequence numbers, timestamps and a one-byte kind,
+//! and nothing of the engine's commands, which the engine encodes itself.
+//!
+//! ```text
+//!   engine thread                         startup
+//!   ─────────────                         ───────
+//!   append(seq, at, kind, payload) ×N     load_newest_snapshot(snapshots)  → state as of seq S
+//!   commit()  → one write, one fsync      recover(journal)                 → cut a torn tail
+//!                                         read_from(journal, S + 1, apply) → replay
+//!                                         JournalWriter::open(journal, .., &recovery)
+//! ```
+//!
+//! - [`storage`]: the [`Storage`] trait, with [`FsStorage`] for disks and [`MemStorage`], which
+//!   models what a power loss keeps and injects failed writes and syncs.
+//! - [`record`]: the bytes of segments and records (also specified in `docs/formats.md`).
+//! - [`writer`]: [`JournalWriter`], group commit into segment files.
+//! - [`recover`](mod@recover): [`scan`], [`recover`](fn@recover) and [`read_from`], and the rule
+//!   that tells a crash's torn tail from damage that must stop the start.
+//! - [`snapshot`]: atomic snapshot files and loading the newest valid one.
+//! - [`archive`]: moving segments that a snapshot covers out of the journal.
+//!
+//! Invariants, as absences: a record's bytes are never rewritten once synced; a failed sync is
+//! never retried; recovery never cuts anything but the tail of the last segment; a snapshot is
+//! never deleted for being invalid.
+
+pub mod archive;
+pub mod error;
+pub mod mem_storage;
+pub mod record;
+pub mod recover;
+pub mod rng;
+pub mod snapshot;
+pub mod storage;
+pub mod writer;
+
+pub use archive::archive_segments_before;
+pub use error::JournalError;
+pub use mem_storage::{MemFile, MemStorage};
+pub use record::RECORD_PAYLOAD_MAX;
+pub use recover::{read_from, recover, scan, RecordRef, Recovery, SegmentInfo, TornTail};
+pub use rng::SplitMix64;
+pub use snapshot::{
+    list_snapshots, load_newest_snapshot, load_newest_snapshot_at_most, write_snapshot,
+    LoadedSnapshot, SnapshotInfo,
+};
+pub use storage::{FsFile, FsStorage, Storage, StorageFile};
+pub use writer::{CommitStats, JournalConfig, JournalWriter};

@@ -1,0 +1,5 @@
+//! Test support for Surge that spans crates: a naive reference [`model`] of the engine's business
+//! rules, which the property tests in `tests/` run side by side with the real engine.
+
+pub mod model;
+pub mod sim;

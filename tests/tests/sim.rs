@@ -1,0 +1,86 @@
+//! The deterministic simulator over fixed seeds, and proof that it can fail: a run that breaks the
+//! durability rule on purpose must be reported with its seed, and flipped bits must be detected.
+//! `cargo xtask sim` runs many more seeds, starting from the clock.
+
+use surge_tests::sim::{run, SimConfig, SimFailure, SimReport};
+
+fn run_seeds(configs: impl Iterator<Item = SimConfig>) -> (Vec<SimReport>, Vec<SimFailure>) {
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for config in configs {
+        match run(&config) {
+            Ok(report) => reports.push(report),
+            Err(failure) => failures.push(failure),
+        }
+    }
+    (reports, failures)
+}
+
+#[test]
+fn twenty_seeds_keep_every_acknowledged_command_and_match_the_model() {
+    let (reports, failures) = run_seeds((0..20).map(|seed| SimConfig::swarm(seed, 2_000)));
+    let failures: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    assert!(failures.is_empty(), "failing seeds:\n{}", failures.join("\n"));
+
+    // The seeds must have reached the paths they exist to test, or passing proves little.
+    let total = |count: fn(&SimReport) -> u64| reports.iter().map(count).sum::<u64>();
+    assert!(total(|r| r.acknowledged) > 10_000, "acknowledged: {}", total(|r| r.acknowledged));
+    assert!(total(|r| r.crashes) > 0, "no power loss was simulated");
+    assert!(total(|r| r.kills) > 0, "no process kill was simulated");
+    assert!(total(|r| r.fsync_failures) > 0, "no fsync failed");
+    assert!(total(|r| r.write_failures) > 0, "no write failed");
+    assert!(total(|r| r.snapshots) > 0, "no snapshot was written");
+    assert!(total(|r| r.snapshot_failures) > 0, "no snapshot write failed");
+    assert!(total(|r| r.restores_from_snapshot) > 0, "no restart started from a snapshot");
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let config = SimConfig::new(7, 1_500);
+    let first = run(&config).expect("seed 7 passes");
+    let second = run(&config).expect("seed 7 passes");
+    assert_eq!(first, second);
+    assert!(first.restarts > 0, "{first:?}");
+}
+
+#[test]
+fn acknowledging_before_the_commit_is_reported_with_its_seed() {
+    for seed in [11, 12, 13] {
+        let config = SimConfig {
+            bug_acknowledge_before_commit: true,
+            write_failure_probability: 0.05,
+            ..SimConfig::new(seed, 2_000)
+        };
+        let failure =
+            run(&config).expect_err("acknowledging before the commit loses acknowledged commands");
+        assert_eq!(failure.seed, seed);
+        assert!(failure.step > 0 && failure.step <= 2_000, "{failure}");
+        assert!(failure.message.contains("acknowledged seq"), "{failure}");
+    }
+}
+
+#[test]
+fn flipped_bits_in_the_journal_are_detected_and_end_the_run() {
+    let (reports, failures) = run_seeds((100..110).map(|seed| SimConfig {
+        journal_bit_flip_probability: 0.01,
+        ..SimConfig::new(seed, 2_000)
+    }));
+    let failures: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    assert!(failures.is_empty(), "failing seeds:\n{}", failures.join("\n"));
+    for report in &reports {
+        assert_eq!(report.corruptions_detected, 1, "{report:?}");
+        assert!(report.steps < 2_000, "the run should have ended at the flip: {report:?}");
+    }
+}
+
+#[test]
+fn flipped_bits_in_snapshots_are_skipped() {
+    let (reports, failures) = run_seeds((200..205).map(|seed| SimConfig {
+        snapshot_probability: 0.05,
+        snapshot_bit_flip_probability: 0.02,
+        ..SimConfig::new(seed, 2_000)
+    }));
+    let failures: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    assert!(failures.is_empty(), "failing seeds:\n{}", failures.join("\n"));
+    assert!(reports.iter().map(|report| report.snapshot_bit_flips).sum::<u64>() > 0);
+}
