@@ -301,7 +301,8 @@ impl Handle {
     }
 }
 
-/// Events of one applied batch, in sequence order, each with its command's sequence.
+/// Events of one applied batch, in sequence order, each with its command's sequence. Every batch the
+/// engine applies is handed on, with or without events.
 #[derive(Debug)]
 pub struct EventBatch {
     /// The sequence of the last command applied when the batch was handed on.
@@ -620,7 +621,10 @@ impl EngineThread {
             self.shared.applied_sequence.store(sequence.0 - 1, Ordering::Release);
             let deadline = self.engine.next_deadline().map_or(u64::MAX, |t| t.0);
             self.shared.next_deadline.store(deadline, Ordering::Release);
-            self.publish(&mut events);
+            // Every batch is handed on, even without events: its `last_sequence` tells the reader
+            // that it has seen everything the engine did so far (the gateway waits for that before
+            // answering a read of orders).
+            self.publish(&mut events, true);
             let _ = self.spare.try_send(batch.items);
             if self.snapshot_every > 0 && since_snapshot >= self.snapshot_every {
                 // The clone is the only pause snapshots cost the engine; encoding and fsync happen on
@@ -645,19 +649,25 @@ impl EngineThread {
     ) -> Outcome {
         // Hand events on before the buffer would have to grow (an `Expire` can emit many).
         if events.len() + EVENTS_PER_COMMAND_MAX > events.capacity() {
-            self.publish(events);
+            self.publish(events, false);
         }
         self.engine.apply(sequence, at, command, &mut Sequenced { sequence, events })
     }
 
-    fn publish(&mut self, events: &mut Vec<(Sequence, Event)>) {
-        if events.is_empty() {
+    /// Hands the events gathered so far to the reader, if one took them; with `even_empty` also
+    /// when there are none.
+    fn publish(&mut self, events: &mut Vec<(Sequence, Event)>, even_empty: bool) {
+        if events.is_empty() && !even_empty {
             return;
         }
         if self.shared.events_taken.load(Ordering::Acquire) {
             let batch = EventBatch {
                 last_sequence: self.engine.last_sequence(),
-                events: std::mem::replace(events, Vec::with_capacity(self.event_capacity)),
+                events: if events.is_empty() {
+                    Vec::new()
+                } else {
+                    std::mem::replace(events, Vec::with_capacity(self.event_capacity))
+                },
             };
             if self.events.send(batch).is_err() {
                 // The reader is gone (shutdown): nobody wants events any more.

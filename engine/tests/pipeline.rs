@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use surge_engine::durable::DurableError;
 use surge_engine::{
-    BuyerId, Clock, Command, Event, Limits, LineRequest, LineRequests, OrderState, Outcome,
-    Pipeline, PipelineConfig, Rejection, SkuId, SubmitError, SystemClock, Timestamp,
-    WarehouseChoices, WarehouseId,
+    BuyerId, Clock, Command, Event, Limits, LineRequest, LineRequests, OrderId, OrderState,
+    Outcome, Pipeline, PipelineConfig, Rejection, ReleaseReason, Sequence, SkuId, SubmitError,
+    SystemClock, Timestamp, WarehouseChoices, WarehouseId,
 };
 use surge_journal::MemStorage;
 
@@ -166,6 +166,28 @@ fn the_sequencer_clock_expires_reservations() {
     // The unit is available again.
     let again = handle.submit(reserve(2, 1, 1, Duration::from_secs(60))).unwrap().wait().unwrap();
     assert!(matches!(again.outcome, Outcome::Reserved { .. }), "{again:?}");
+    drop(events);
+    pipeline.shutdown();
+}
+
+#[test]
+fn every_applied_batch_is_handed_on_even_without_events() {
+    let (mut pipeline, _) = start_in_memory();
+    let events = pipeline.take_events().unwrap();
+    let handle = pipeline.handle();
+    // A rejected release changes nothing and announces nothing.
+    let command = Command::Release { order: OrderId(999), reason: ReleaseReason::PaymentFailed };
+    let applied = handle.submit(command).unwrap().wait().unwrap();
+    assert!(matches!(applied.outcome, Outcome::Rejected(_)), "{applied:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Sequence(0);
+    while seen < applied.sequence && Instant::now() < deadline {
+        if let Ok(batch) = events.recv_timeout(Duration::from_millis(100)) {
+            assert!(batch.events.is_empty(), "{batch:?}");
+            seen = batch.last_sequence;
+        }
+    }
+    assert!(seen >= applied.sequence, "the reader never learned of {:?}", applied.sequence);
     drop(events);
     pipeline.shutdown();
 }

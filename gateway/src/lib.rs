@@ -20,6 +20,7 @@ pub mod order_events;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod retention;
 pub mod search;
 pub mod testing;
 pub mod time;
@@ -77,6 +78,8 @@ pub struct Services {
     pub payments: Arc<dyn payments::PaymentProvider>,
     /// The search index; written only by the feeder ([`search::start_feeder`]).
     pub search: search::Search,
+    /// How far the order store has followed the engine.
+    pub recorded: order_events::Recorded,
 }
 
 /// The router's state: the services appear once start-up recovery is done; until then every route

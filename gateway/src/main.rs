@@ -195,8 +195,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let events = pipeline.take_events().expect("events are taken once");
         let (stock, stock_updates) = search::stock_channel();
         let runtime = tokio::runtime::Handle::current();
-        let recorder =
-            order_events::spawn(db.clone(), events, runtime, search::forward_stock(stock));
+        let (recorder, recorded) =
+            order_events::spawn(db.clone(), events, runtime, through, search::forward_stock(stock));
 
         let webhook_secret = match std::env::var("SURGE_WEBHOOK_SECRET") {
             Ok(secret) if !secret.is_empty() => secret,
@@ -229,6 +229,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             payments: Arc::new(Sandbox { secret: webhook_secret, latency: config.payment_latency }),
             config,
             search,
+            recorded,
         };
         let services = Arc::new(services);
         if args.demo {
@@ -237,9 +238,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 None => tracing::info!("--demo: the catalog is not empty, nothing loaded"),
             }
         }
+        let orphans = surge_gateway::orders::release_orphans(&services)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if orphans > 0 {
+            tracing::warn!(orphans, "released reservations a crash left without an order");
+        }
+        let sweeper = surge_gateway::retention::spawn_sweeper(services.db.clone());
         state.set_ready(services);
         tracing::info!("ready");
         server.await??;
+        sweeper.abort();
         tokio::task::spawn_blocking(move || {
             pipeline.shutdown();
             let _ = recorder.join();

@@ -8,11 +8,13 @@
 //! have recorded the same transition already.
 
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use rusqlite::{params, OptionalExtension};
 use surge_engine::pipeline::EventBatch;
-use surge_engine::{Event, Sequence};
+use surge_engine::{Event, Handle, Sequence};
+use tokio::sync::watch;
 
 use crate::db::Db;
 use crate::error::ApiError;
@@ -61,26 +63,135 @@ pub async fn record(
     .await
 }
 
+/// How far the order store has followed the engine in this process: every engine transition up to
+/// this sequence is in `order_transitions`. Readers of orders wait on it ([`Recorded::caught_up`]) so
+/// that an answer shows every change the engine made before the request, the expiry of a
+/// reservation included, although the rows are written behind the engine.
+#[derive(Clone, Debug)]
+pub struct Recorded(watch::Receiver<Sequence>);
+
+/// How long a read waits for the recorder before answering from the rows as they are.
+pub const CATCH_UP_MAX: Duration = Duration::from_secs(2);
+
+impl Recorded {
+    /// Waits until the store holds every transition of the engine up to the moment of the call.
+    /// Answers `false` when the recorder did not get there within [`CATCH_UP_MAX`] (it is stuck or
+    /// far behind; the caller answers from the rows it has, which may lag).
+    pub async fn caught_up(&self, engine: &Handle) -> Result<bool, ApiError> {
+        // A query runs on the engine thread behind every command submitted before it, so this is
+        // the sequence of the last change the caller could have learned about.
+        let target = crate::query(engine, surge_engine::Engine::last_sequence).await?;
+        let mut recorded = self.0.clone();
+        let reached = tokio::time::timeout(CATCH_UP_MAX, recorded.wait_for(|seen| *seen >= target))
+            .await
+            .is_ok_and(|seen| seen.is_ok());
+        if !reached {
+            // The recorder stopped (shutdown) or is too slow: answer with what the rows say.
+            tracing::warn!(target = target.0, "order store behind the engine; answering from it");
+        }
+        Ok(reached)
+    }
+}
+
 /// Records every batch from the pipeline, on a thread of its own, until the pipeline stops.
 /// `on_batch` sees every batch first (the search feeder's stock hook, [`crate::search::forward_stock`]);
-/// it is dropped when the pipeline stops.
+/// it is dropped when the pipeline stops. `recovered` is the sequence the store has already
+/// recorded through (start-up recovery wrote the missed events before this).
 pub fn spawn(
     db: Db,
     batches: Receiver<EventBatch>,
     runtime: tokio::runtime::Handle,
+    recovered: Sequence,
     mut on_batch: impl FnMut(&EventBatch) + Send + 'static,
-) -> JoinHandle<()> {
-    std::thread::Builder::new()
+) -> (JoinHandle<()>, Recorded) {
+    let (progress, recorded) = watch::channel(recovered);
+    let thread = std::thread::Builder::new()
         .name("surge-order-events".to_owned())
         .spawn(move || {
+            let mut healthy = true;
             while let Ok(batch) = batches.recv() {
                 on_batch(&batch);
                 let through = batch.last_sequence;
-                if let Err(error) = runtime.block_on(record(&db, batch.events, through)) {
-                    // The transitions stay in the journal; the next start replays them.
-                    tracing::error!(%error, "recording order events failed");
+                let has_transitions =
+                    batch.events.iter().any(|(_, e)| matches!(e, Event::OrderTransitioned { .. }));
+                // A batch without transitions needs no row; the stored watermark moves with the
+                // next one that has some (a restart regenerates the events in between: harmless).
+                let outcome = if has_transitions {
+                    runtime.block_on(record(&db, batch.events, through))
+                } else {
+                    Ok(())
+                };
+                match outcome {
+                    // Progress is announced only while every batch so far was recorded.
+                    Ok(()) if healthy => {
+                        progress.send_replace(through);
+                    }
+                    Ok(()) => {}
+                    Err(error) => {
+                        // The transitions stay in the journal; the next start replays them.
+                        tracing::error!(%error, "recording order events failed");
+                        healthy = false;
+                    }
                 }
             }
         })
-        .expect("spawn the order event recorder")
+        .expect("spawn the order event recorder");
+    (thread, Recorded(recorded))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use surge_engine::{Command, Pipeline, PipelineConfig, SkuId, SystemClock, WarehouseId};
+    use surge_journal::MemStorage;
+
+    use super::*;
+
+    fn pipeline() -> Pipeline {
+        let (pipeline, _) = Pipeline::start(
+            PipelineConfig { snapshot_every: 0, ..PipelineConfig::default() },
+            MemStorage::new(),
+            MemStorage::new(),
+            SystemClock,
+            Arc::new(|error| panic!("journal failed in a test: {error}")),
+        )
+        .expect("pipeline starts");
+        pipeline
+    }
+
+    #[tokio::test]
+    async fn a_read_waits_until_the_store_has_followed_the_engine() {
+        let pipeline = pipeline();
+        let engine = pipeline.handle();
+        let command = Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(0), on_hand: 3 };
+        let applied = crate::submit(&engine, command).await.expect("applied");
+        let (progress, receiver) = watch::channel(Sequence(0));
+        let recorded = Recorded(receiver);
+        let waiting = {
+            let engine = engine.clone();
+            tokio::spawn(async move { recorded.caught_up(&engine).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "answered before the store caught up");
+        progress.send_replace(Sequence(applied.sequence.0 - 1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "answered one command short");
+        progress.send_replace(applied.sequence);
+        assert!(waiting.await.expect("joins").expect("no error"), "caught up");
+        pipeline.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_stuck_recorder_delays_a_read_only_so_long() {
+        let pipeline = pipeline();
+        let engine = pipeline.handle();
+        let command = Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(0), on_hand: 3 };
+        crate::submit(&engine, command).await.expect("applied");
+        let (_progress, receiver) = watch::channel(Sequence(0));
+        let started = std::time::Instant::now();
+        assert!(!Recorded(receiver).caught_up(&engine).await.expect("no error"));
+        assert!(started.elapsed() >= CATCH_UP_MAX);
+        pipeline.shutdown();
+    }
 }

@@ -2,7 +2,11 @@
 //! and reconciliation of engine counters against the order records.
 //!
 //! The engine decides every state change; this module submits the command, and when the engine
-//! answers with a transition it appends a row to `order_transitions`. An order's status is never
+//! answers with a transition it appends a row to `order_transitions`. Transitions no request
+//! causes (expiry) reach the rows through the engine's event stream ([`crate::order_events`]), a
+//! few milliseconds behind; every read first waits until the rows have caught up with the engine
+//! as of the request ([`crate::order_events::Recorded::caught_up`]), so a live order's status is
+//! the engine's, never an older one. An order's status is never
 //! stored as such: it is derived from those rows by [`current_status`], so writers that learn of
 //! changes in any order (this module, the checkout, the payment webhook, the expiry events) cannot
 //! overwrite one another. The same rule serves the buyer's view, the seller's view and
@@ -368,8 +372,9 @@ async fn list_orders(
     caller.require(Role::Buyer)?;
     let page = page(params)?;
     let buyer = caller.user_id;
-    let (orders, next) = state
-        .services()?
+    let services = state.services()?;
+    services.recorded.caught_up(&services.engine).await?;
+    let (orders, next) = services
         .db
         .read(move |connection| {
             let (ids, next) = page_ids(&page, |before, limit| {
@@ -398,6 +403,7 @@ async fn visible_order(
 ) -> Result<OrderRecord, ApiError> {
     let not_found = || ApiError::not_found("order not found");
     let order = crate::parse_order_id(id).ok_or_else(not_found)?;
+    services.recorded.caught_up(&services.engine).await?;
     let record = load_order(&services.db, order).await?.ok_or_else(not_found)?;
     if caller.is_admin() || (caller.role == Role::Buyer && record.buyer_id == caller.user_id) {
         Ok(record)
@@ -492,6 +498,46 @@ async fn apply_outcome(
             Err(ApiError::internal(format!("unexpected outcome of an order command: {other:?}")))
         }
     }
+}
+
+/// Releases the reservations of live pending orders that have no order row: a crash after the
+/// engine reserved and before the checkout stored the order (nobody was answered; a retry reserves
+/// again). Without this their units stay held until the reservation's deadline. Run at start-up,
+/// before any request is served, so no checkout can be between the two steps. Returns how many
+/// were released.
+pub async fn release_orphans(services: &Services) -> Result<usize, ApiError> {
+    let pending = crate::query(&services.engine, |engine| {
+        engine
+            .orders()
+            .into_iter()
+            .filter(|order| order.state == OrderState::PendingPayment)
+            .map(|order| order.id)
+            .collect::<Vec<OrderId>>()
+    })
+    .await?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let orphans = services
+        .db
+        .read(move |connection| {
+            let mut exists = connection.prepare_cached("SELECT 1 FROM orders WHERE id = ?1")?;
+            let mut orphans = Vec::new();
+            for order in pending {
+                let id = i64::try_from(order.0).map_err(ApiError::internal)?;
+                if !exists.exists([id])? {
+                    orphans.push(order);
+                }
+            }
+            Ok(orphans)
+        })
+        .await?;
+    for &order in &orphans {
+        let command = Command::Release { order, reason: ReleaseReason::Cancelled };
+        let applied = crate::submit(&services.engine, command).await?;
+        tracing::warn!(order = order.0, outcome = ?applied.outcome, "released a reservation without an order row");
+    }
+    Ok(orphans.len())
 }
 
 async fn reload(services: &Services, order: OrderId) -> Result<Json<Value>, ApiError> {
@@ -592,8 +638,9 @@ async fn seller_orders(
     caller.require(Role::Seller)?;
     let page = page(params)?;
     let seller = caller.user_id;
-    let orders = state
-        .services()?
+    let services = state.services()?;
+    services.recorded.caught_up(&services.engine).await?;
+    let orders = services
         .db
         .read(move |connection| {
             let (ids, next) = page_ids(&page, |before, limit| {

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use serde_json::Value;
-use surge_engine::{Limits, Pipeline, PipelineConfig, SystemClock};
+use surge_engine::{Limits, Pipeline, PipelineConfig, Sequence, SystemClock};
 use surge_journal::MemStorage;
 use tower::ServiceExt as _;
 
@@ -59,7 +59,8 @@ impl TestApp {
         let (stock, stock_updates) = crate::search::stock_channel();
         let runtime = tokio::runtime::Handle::current();
         let on_batch = crate::search::forward_stock(stock);
-        crate::order_events::spawn(db.clone(), events, runtime, on_batch);
+        let (_, recorded) =
+            crate::order_events::spawn(db.clone(), events, runtime, Sequence(0), on_batch);
         let catalog = Registry::load(&db).await.expect("registry loads");
         let search = crate::search::Search::open(dir.path()).expect("search index opens");
         let db_path = dir.path().join("surge.db");
@@ -84,6 +85,7 @@ impl TestApp {
                 latency: Duration::from_millis(5),
             }),
             search,
+            recorded,
         };
         let state = Arc::new(AppState::default());
         state.set_ready(Arc::new(services));

@@ -355,6 +355,60 @@ async fn an_expired_order_cannot_be_cancelled() {
 }
 
 #[tokio::test]
+async fn a_read_shows_the_expiry_the_engine_just_made() {
+    let app = TestApp::start(TestApp::config()).await;
+    let seller = user(&app, "seller").await;
+    let buyer = user(&app, "buyer").await;
+    let ids = catalog(&app, &seller, &[("cap", 700)], 5).await;
+    let line = Line { sku: "cap", id: ids[0], seller: seller.id, price: 700, quantity: 1 };
+    let order = place_with_ttl(&app, &buyer, &[line], Duration::from_millis(50)).await;
+    let engine = &app.state.services().unwrap().engine;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while surge_gateway::query(engine, move |engine| engine.order(order).is_some()).await.unwrap() {
+        assert!(Instant::now() < deadline, "the engine never expired the order");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // The engine has retired the order; its row is written behind by the event recorder. The read
+    // waits for it instead of answering `pending_payment`.
+    let (status, detail) = app.call(Method::GET, &path(order, ""), Some(&buyer.token), None).await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert_eq!(
+        (detail["status"].as_str(), statuses(&detail)),
+        (Some("expired"), vec!["pending_payment", "expired"])
+    );
+}
+
+#[tokio::test]
+async fn reservations_a_crash_left_without_an_order_row_are_released() {
+    let app = TestApp::start(TestApp::config()).await;
+    let seller = user(&app, "seller").await;
+    let buyer = user(&app, "buyer").await;
+    let ids = catalog(&app, &seller, &[("mug", 500)], 10).await;
+    let line = Line { sku: "mug", id: ids[0], seller: seller.id, price: 500, quantity: 2 };
+    let kept = place(&app, &buyer, std::slice::from_ref(&line)).await;
+    // What a crash between the engine's `Reserved` and the order row leaves: a reservation only.
+    let services = app.state.services().unwrap();
+    let requests = [LineRequest { sku: ids[0], quantity: 3 }];
+    let orphan = Command::Reserve {
+        buyer: BuyerId(buyer.id.unsigned_abs()),
+        expires_at: Timestamp(surge_gateway::time::now().0 + 600_000_000_000),
+        lines: LineRequests::from_slice(&requests).unwrap(),
+        warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).unwrap(),
+    };
+    let applied = submit(&services.engine, orphan).await.unwrap();
+    let Outcome::Reserved { order: orphan, .. } = applied.outcome else { panic!("{applied:?}") };
+    assert_eq!(stock(&app, ids[0]).await.reserved, 5);
+
+    assert_eq!(surge_gateway::orders::release_orphans(services).await.unwrap(), 1);
+    assert_eq!(stock(&app, ids[0]).await.reserved, 2, "only the stored order holds units");
+    let live =
+        |id| surge_gateway::query(&services.engine, move |engine| engine.order(id).is_some());
+    assert!(!live(orphan).await.unwrap());
+    assert!(live(kept).await.unwrap());
+    assert_eq!(surge_gateway::orders::release_orphans(services).await.unwrap(), 0, "once only");
+}
+
+#[tokio::test]
 async fn only_admins_and_the_seller_of_every_line_ship_and_deliver() {
     let app = TestApp::start(TestApp::config()).await;
     let (seller, rival) = (user(&app, "seller").await, user(&app, "seller").await);
