@@ -296,7 +296,7 @@ impl NewProduct {
             let field = |name: &str| format!("variants[{index}].{name}");
             let sku = sku_field(&field("sku"), &variant.sku)?;
             if !seen.insert(sku.clone()) {
-                return Err(ApiError::conflict(format!(
+                return Err(ApiError::validation(format!(
                     "{}: {} appears twice in this product",
                     field("sku"),
                     sku.as_str()

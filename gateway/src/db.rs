@@ -123,6 +123,11 @@ CREATE TABLE webhook_events (
     received_at TEXT NOT NULL
 );
 ",
+    // Retention sweeps (`retention.rs`) delete by age.
+    r"
+CREATE INDEX idempotency_created ON idempotency(created_at);
+CREATE INDEX webhook_events_received ON webhook_events(received_at);
+",
     r#"
 -- The catalog's outbox: one row per product change, written in the change's own transaction, read
 -- by the search feeder after the offset its index stored. Products that predate the table are

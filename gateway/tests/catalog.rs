@@ -192,7 +192,9 @@ async fn validation_failures_name_the_field() {
     twice["variants"].as_array_mut().unwrap().push(variant);
     let (status, problem) =
         app.call(Method::POST, "/v1/products", Some(&seller), Some(twice)).await;
-    assert_problem(status, &problem, StatusCode::CONFLICT, "conflict");
+    // A SKU repeated within one request is a bad request (as in PATCH); one taken by another
+    // product is a conflict.
+    assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert!(problem["detail"].as_str().unwrap().contains("variants[1].sku"), "{problem}");
 
     create(&app, &seller, product("V-1", "toys")).await;
