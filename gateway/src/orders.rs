@@ -4,9 +4,9 @@
 //! The engine decides every state change; this module submits the command, and when the engine
 //! answers with a transition it appends a row to `order_transitions`. Transitions no request
 //! causes (expiry) reach the rows through the engine's event stream ([`crate::order_events`]), a
-//! few milliseconds behind; every read first waits until the rows have caught up with the engine
-//! as of the request ([`crate::order_events::Recorded::caught_up`]), so a live order's status is
-//! the engine's, never an older one. An order's status is never
+//! few milliseconds behind; a read checks its open orders against the engine and, where the rows
+//! are behind, waits for them ([`read_current`]), so a status is the engine's as of the request,
+//! never an older one. An order's status is never
 //! stored as such: it is derived from those rows by [`current_status`], so writers that learn of
 //! changes in any order (this module, the checkout, the payment webhook, the expiry events) cannot
 //! overwrite one another. The same rule serves the buyer's view, the seller's view and
@@ -299,6 +299,7 @@ const PAGE_SIZE_MAX: u32 = 100;
 
 /// A page request: how many, and the order id to continue below (lists are newest first, and an
 /// order id only grows, so "ids below the last one seen" is stable under inserts).
+#[derive(Clone, Copy)]
 struct Page {
     size: u32,
     before: i64,
@@ -373,25 +374,62 @@ async fn list_orders(
     let page = page(params)?;
     let buyer = caller.user_id;
     let services = state.services()?;
-    services.recorded.caught_up(&services.engine).await?;
-    let (orders, next) = services
-        .db
-        .read(move |connection| {
-            let (ids, next) = page_ids(&page, |before, limit| {
-                let mut statement = connection.prepare_cached(
-                    "SELECT id FROM orders WHERE buyer_id = ?1 AND id < ?2
-                     ORDER BY id DESC LIMIT ?3",
-                )?;
-                let ids = statement
-                    .query_map(params![buyer, before, limit], |row| row.get(0))?
-                    .collect::<Result<Vec<i64>, _>>()?;
-                Ok(ids)
-            })?;
-            Ok((read_orders(connection, &ids)?, next))
-        })
-        .await?;
+    let read = move |connection: &Connection| {
+        let (ids, next) = page_ids(&page, |before, limit| {
+            let mut statement = connection.prepare_cached(
+                "SELECT id FROM orders WHERE buyer_id = ?1 AND id < ?2
+                 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let ids = statement
+                .query_map(params![buyer, before, limit], |row| row.get(0))?
+                .collect::<Result<Vec<i64>, _>>()?;
+            Ok(ids)
+        })?;
+        Ok((read_orders(connection, &ids)?, next))
+    };
+    let (orders, next) =
+        read_current(services, read, |(orders, _)| orders.iter().collect()).await?;
     let orders: Vec<Value> = orders.iter().map(order_summary_json).collect();
     Ok(Json(json!({"orders": orders, "next_cursor": next})))
+}
+
+/// Reads order records with `read` so that they show the engine's state as of the request.
+///
+/// Rows are written behind the engine (the event recorder, milliseconds later), so after reading,
+/// the engine is asked about every order whose rows say it can still change: when it holds each of
+/// them in the state the rows show, the rows are current and are the answer. When it disagrees
+/// (the order moved on, or left engine memory as expired, failed or delivered), the read waits
+/// until the recorder has caught up with the engine ([`crate::order_events::Recorded::caught_up`])
+/// and reads again. Orders already final in their rows need no engine round trip.
+async fn read_current<T, F>(
+    services: &Services,
+    read: F,
+    records: impl Fn(&T) -> Vec<&OrderRecord>,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: Fn(&Connection) -> Result<T, ApiError> + Clone + Send + 'static,
+{
+    let first = services.db.read(read.clone()).await?;
+    let open: Vec<(OrderId, String)> = records(&first)
+        .into_iter()
+        .filter(|record| !is_final(record.status()))
+        .map(|record| (record.id, record.status().to_owned()))
+        .collect();
+    if open.is_empty() {
+        return Ok(first);
+    }
+    let current = crate::query(&services.engine, move |engine| {
+        open.iter().all(|(id, status)| {
+            engine.order(*id).is_some_and(|order| state_name(order.state) == status.as_str())
+        })
+    })
+    .await?;
+    if current {
+        return Ok(first);
+    }
+    services.recorded.caught_up(&services.engine).await?;
+    services.db.read(read).await
 }
 
 /// The order named in the path, if the caller may see it: its buyer, or an admin. Anyone else, and
@@ -403,8 +441,10 @@ async fn visible_order(
 ) -> Result<OrderRecord, ApiError> {
     let not_found = || ApiError::not_found("order not found");
     let order = crate::parse_order_id(id).ok_or_else(not_found)?;
-    services.recorded.caught_up(&services.engine).await?;
-    let record = load_order(&services.db, order).await?.ok_or_else(not_found)?;
+    let read = move |connection: &Connection| read_order(connection, order);
+    let record = read_current(services, read, |record| record.iter().collect())
+        .await?
+        .ok_or_else(not_found)?;
     if caller.is_admin() || (caller.role == Role::Buyer && record.buyer_id == caller.user_id) {
         Ok(record)
     } else {
@@ -639,41 +679,45 @@ async fn seller_orders(
     let page = page(params)?;
     let seller = caller.user_id;
     let services = state.services()?;
-    services.recorded.caught_up(&services.engine).await?;
-    let orders = services
-        .db
-        .read(move |connection| {
-            let (ids, next) = page_ids(&page, |before, limit| {
-                let mut statement = connection.prepare_cached(
-                    "SELECT DISTINCT order_id FROM order_skus WHERE seller_id = ?1 AND order_id < ?2
-                     ORDER BY order_id DESC LIMIT ?3",
-                )?;
-                let ids = statement
-                    .query_map(params![seller, before, limit], |row| row.get(0))?
-                    .collect::<Result<Vec<i64>, _>>()?;
-                Ok(ids)
-            })?;
-            let mut orders = Vec::with_capacity(ids.len());
-            for record in read_orders(connection, &ids)? {
-                let mine = seller_skus(connection, seller, record.id)?;
-                let lines: Vec<&OrderLine> =
-                    record.lines.iter().filter(|line| mine.contains(&line.sku)).collect();
-                let total: i64 =
-                    lines.iter().map(|line| line.unit_price_cents * i64::from(line.quantity)).sum();
-                orders.push(json!({
-                    "order_id": order_id_string(record.id),
-                    "status": record.status(),
-                    "total_cents": total,
-                    "currency": record.currency,
-                    "created_at": record.created_at,
-                    "lines": lines,
-                    "shipping": record.shipping,
-                }));
-            }
-            Ok(json!({"orders": orders, "next_cursor": next}))
+    let read = move |connection: &Connection| {
+        let (ids, next) = page_ids(&page, |before, limit| {
+            let mut statement = connection.prepare_cached(
+                "SELECT DISTINCT order_id FROM order_skus WHERE seller_id = ?1 AND order_id < ?2
+                 ORDER BY order_id DESC LIMIT ?3",
+            )?;
+            let ids = statement
+                .query_map(params![seller, before, limit], |row| row.get(0))?
+                .collect::<Result<Vec<i64>, _>>()?;
+            Ok(ids)
+        })?;
+        let mut orders = Vec::with_capacity(ids.len());
+        for record in read_orders(connection, &ids)? {
+            let mine = seller_skus(connection, seller, record.id)?;
+            orders.push((record, mine));
+        }
+        Ok((orders, next))
+    };
+    let (orders, next) =
+        read_current(services, read, |(orders, _)| orders.iter().map(|(r, _)| r).collect()).await?;
+    let orders: Vec<Value> = orders
+        .iter()
+        .map(|(record, mine)| {
+            let lines: Vec<&OrderLine> =
+                record.lines.iter().filter(|line| mine.contains(&line.sku)).collect();
+            let total: i64 =
+                lines.iter().map(|line| line.unit_price_cents * i64::from(line.quantity)).sum();
+            json!({
+                "order_id": order_id_string(record.id),
+                "status": record.status(),
+                "total_cents": total,
+                "currency": record.currency,
+                "created_at": record.created_at,
+                "lines": lines,
+                "shipping": record.shipping,
+            })
         })
-        .await?;
-    Ok(Json(orders))
+        .collect();
+    Ok(Json(json!({"orders": orders, "next_cursor": next})))
 }
 
 /// Units sold and revenue per SKU of the seller, over orders now `confirmed`, `shipped` or
