@@ -8,6 +8,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io;
+use std::ops::RangeInclusive;
 use std::sync::{Arc, RwLock};
 
 use tantivy::collector::{Collector, SegmentCollector};
@@ -61,43 +62,78 @@ pub(crate) struct Collected {
     pub(crate) category_counts: Vec<(String, u64)>,
 }
 
-/// The brand and category strings of each segment's fast-field dictionaries, by term ordinal.
+/// The fast-field columns of one segment that searches read, and the brand, category and currency
+/// strings of its dictionaries by term ordinal.
 ///
-/// Turning an ordinal into its string is a dictionary block search (profiling showed it at a
-/// tenth of a query when a few hundred brands match); segments never change, so each is read once.
-#[derive(Debug, Default)]
-pub(crate) struct FacetNames {
-    by_segment: RwLock<HashMap<SegmentId, Arc<SegmentNames>>>,
+/// Opening a column is not free: a blockwise-linear column deserializes the header of every block
+/// (profiling showed opening the sort, facet and hit columns at a tenth of a query at 1M products),
+/// and turning an ordinal into its string is a dictionary block search. Segments never change, so
+/// each is opened once and kept until it leaves the searcher.
+pub(crate) struct SegmentColumns {
+    pub(crate) product_id: Column<u64>,
+    pub(crate) price_cents: Column<i64>,
+    pub(crate) rating: Column<f64>,
+    pub(crate) created_at_unix: Column<i64>,
+    pub(crate) stock_warehouse: Column<u64>,
+    pub(crate) title: Option<StrColumn>,
+    pub(crate) brand: Option<StrColumn>,
+    pub(crate) category: Option<StrColumn>,
+    pub(crate) currency: Option<StrColumn>,
+    pub(crate) brand_names: Vec<String>,
+    pub(crate) category_names: Vec<String>,
+    pub(crate) currency_names: Vec<String>,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct SegmentNames {
-    brand: Vec<String>,
-    category: Vec<String>,
+impl SegmentColumns {
+    fn open(reader: &SegmentReader) -> tantivy::Result<SegmentColumns> {
+        let fast = reader.fast_fields();
+        let brand = fast.str(column::BRAND)?;
+        let category = fast.str(column::CATEGORY)?;
+        let currency = fast.str(column::CURRENCY)?;
+        Ok(SegmentColumns {
+            product_id: fast.u64(column::PRODUCT_ID)?,
+            price_cents: fast.i64(column::PRICE_CENTS)?,
+            rating: fast.f64(column::RATING)?,
+            created_at_unix: fast.i64(column::CREATED_AT_UNIX)?,
+            stock_warehouse: fast.u64(column::STOCK_WAREHOUSE)?,
+            title: fast.str(column::TITLE)?,
+            brand_names: dictionary_strings(brand.as_ref())?,
+            category_names: dictionary_strings(category.as_ref())?,
+            currency_names: dictionary_strings(currency.as_ref())?,
+            brand,
+            category,
+            currency,
+        })
+    }
 }
 
-impl FacetNames {
-    fn get(
-        &self,
-        reader: &SegmentReader,
-        brand: Option<&StrColumn>,
-        category: Option<&StrColumn>,
-    ) -> io::Result<Arc<SegmentNames>> {
+/// [`SegmentColumns`] of every searchable segment, opened on first use.
+#[derive(Default)]
+pub(crate) struct ColumnCache {
+    by_segment: RwLock<HashMap<SegmentId, Arc<SegmentColumns>>>,
+}
+
+impl std::fmt::Debug for ColumnCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let segments = self.by_segment.read().expect("column cache lock").len();
+        f.debug_struct("ColumnCache").field("segments", &segments).finish()
+    }
+}
+
+impl ColumnCache {
+    pub(crate) fn get(&self, reader: &SegmentReader) -> tantivy::Result<Arc<SegmentColumns>> {
         let id = reader.segment_id();
-        if let Some(names) = self.by_segment.read().expect("facet names lock").get(&id) {
-            return Ok(Arc::clone(names));
+        if let Some(columns) = self.by_segment.read().expect("column cache lock").get(&id) {
+            return Ok(Arc::clone(columns));
         }
-        let names = Arc::new(SegmentNames {
-            brand: dictionary_strings(brand)?,
-            category: dictionary_strings(category)?,
-        });
-        self.by_segment.write().expect("facet names lock").insert(id, Arc::clone(&names));
-        Ok(names)
+        let columns = Arc::new(SegmentColumns::open(reader)?);
+        self.by_segment.write().expect("column cache lock").insert(id, Arc::clone(&columns));
+        Ok(columns)
     }
 
     /// Forgets segments that are no longer searchable (merged away or deleted).
     pub(crate) fn retain(&self, live: &HashSet<SegmentId>) {
-        self.by_segment.write().expect("facet names lock").retain(|id, _| live.contains(id));
+        self.by_segment.write().expect("column cache lock").retain(|id, _| live.contains(id));
     }
 }
 
@@ -118,7 +154,10 @@ fn dictionary_strings(column: Option<&StrColumn>) -> io::Result<Vec<String>> {
 pub(crate) struct PageCollector<'a> {
     pub(crate) sort: Sort,
     pub(crate) top_k: usize,
-    pub(crate) names: &'a FacetNames,
+    /// Only documents with a price in this range count: the price filter of a search with
+    /// other clauses, which is cheaper to check here than to intersect with.
+    pub(crate) price_cents: Option<RangeInclusive<i64>>,
+    pub(crate) columns: &'a ColumnCache,
 }
 
 impl Collector for PageCollector<'_> {
@@ -130,23 +169,15 @@ impl Collector for PageCollector<'_> {
         segment_ordinal: SegmentOrdinal,
         reader: &SegmentReader,
     ) -> tantivy::Result<PageSegmentCollector> {
-        let fast = reader.fast_fields();
-        let brand = fast.str(column::BRAND)?;
-        let category = fast.str(column::CATEGORY)?;
-        let names = self.names.get(reader, brand.as_ref(), category.as_ref())?;
-        let brand_counts = vec![0; brand.as_ref().map_or(0, |c| c.num_terms())];
-        let category_counts = vec![0; category.as_ref().map_or(0, |c| c.num_terms())];
+        let columns = self.columns.get(reader)?;
+        let brand_counts = vec![0; columns.brand_names.len()];
+        let category_counts = vec![0; columns.category_names.len()];
         Ok(PageSegmentCollector {
             segment_ordinal,
             sort: self.sort,
             top_k: self.top_k,
-            product_id: fast.u64(column::PRODUCT_ID)?,
-            price_cents: fast.i64(column::PRICE_CENTS)?,
-            rating: fast.f64(column::RATING)?,
-            created_at_unix: fast.i64(column::CREATED_AT_UNIX)?,
-            brand,
-            category,
-            names,
+            price_cents: self.price_cents.clone(),
+            columns,
             brand_counts,
             category_counts,
             heap: BinaryHeap::with_capacity(self.top_k.min(1024) + 1),
@@ -186,13 +217,8 @@ pub(crate) struct PageSegmentCollector {
     segment_ordinal: SegmentOrdinal,
     sort: Sort,
     top_k: usize,
-    product_id: Column<u64>,
-    price_cents: Column<i64>,
-    rating: Column<f64>,
-    created_at_unix: Column<i64>,
-    brand: Option<StrColumn>,
-    category: Option<StrColumn>,
-    names: Arc<SegmentNames>,
+    price_cents: Option<RangeInclusive<i64>>,
+    columns: Arc<SegmentColumns>,
     /// Matches per term ordinal of the segment's brand column.
     brand_counts: Vec<u64>,
     category_counts: Vec<u64>,
@@ -206,11 +232,15 @@ impl PageSegmentCollector {
     fn primary(&self, doc: DocId, score: Score) -> u64 {
         match self.sort {
             Sort::Relevance => u64::from(!ordered_f32(score)),
-            Sort::PriceAsc => ordered_i64(self.price_cents.first(doc).unwrap_or(i64::MAX)),
-            Sort::PriceDesc => !ordered_i64(self.price_cents.first(doc).unwrap_or(i64::MIN)),
+            Sort::PriceAsc => ordered_i64(self.columns.price_cents.first(doc).unwrap_or(i64::MAX)),
+            Sort::PriceDesc => {
+                !ordered_i64(self.columns.price_cents.first(doc).unwrap_or(i64::MIN))
+            }
             // Unrated products last: `!ordered_f64` of any rating is below `u64::MAX`.
-            Sort::Rating => self.rating.first(doc).map_or(u64::MAX, |r| !ordered_f64(r)),
-            Sort::Newest => !ordered_i64(self.created_at_unix.first(doc).unwrap_or(i64::MIN)),
+            Sort::Rating => self.columns.rating.first(doc).map_or(u64::MAX, |r| !ordered_f64(r)),
+            Sort::Newest => {
+                !ordered_i64(self.columns.created_at_unix.first(doc).unwrap_or(i64::MIN))
+            }
         }
     }
 }
@@ -219,13 +249,20 @@ impl SegmentCollector for PageSegmentCollector {
     type Fruit = io::Result<Collected>;
 
     fn collect(&mut self, doc: DocId, score: Score) {
+        if let Some(range) = &self.price_cents {
+            // Like tantivy's range query: a product without a price is out of every range.
+            match self.columns.price_cents.first(doc) {
+                Some(price) if range.contains(&price) => {}
+                _ => return,
+            }
+        }
         self.total += 1;
-        if let Some(brand) = &self.brand {
+        if let Some(brand) = &self.columns.brand {
             for ordinal in brand.term_ords(doc) {
                 self.brand_counts[ordinal_index(ordinal)] += 1;
             }
         }
-        if let Some(category) = &self.category {
+        if let Some(category) = &self.columns.category {
             for ordinal in category.term_ords(doc) {
                 self.category_counts[ordinal_index(ordinal)] += 1;
             }
@@ -239,7 +276,8 @@ impl SegmentCollector for PageSegmentCollector {
         {
             return;
         }
-        let key = RankKey { primary, product_id: self.product_id.first(doc).unwrap_or(u64::MAX) };
+        let key =
+            RankKey { primary, product_id: self.columns.product_id.first(doc).unwrap_or(u64::MAX) };
         if self.heap.len() == self.top_k {
             match self.heap.peek() {
                 Some(worst) if key < worst.key => {
@@ -259,8 +297,8 @@ impl SegmentCollector for PageSegmentCollector {
         Ok(Collected {
             total: self.total,
             candidates: self.heap.into_vec(),
-            brand_counts: named_counts(&self.names.brand, &self.brand_counts),
-            category_counts: named_counts(&self.names.category, &self.category_counts),
+            brand_counts: named_counts(&self.columns.brand_names, &self.brand_counts),
+            category_counts: named_counts(&self.columns.category_names, &self.category_counts),
         })
     }
 }

@@ -18,6 +18,9 @@
 //!   15 %, price down 10 %, rating 10 %, newest 5 %; 20 hits per page, 20 % on page 2 or 3.
 //!   Latency (HdrHistogram) counts from each query's scheduled time, so a thread that falls behind
 //!   shows it; `service_*` counts from when the query actually started.
+//! - The match cache (`surge-search-svc`'s per-segment fuzzy expansions and term sets) is warm
+//!   from the first pass over the query pool on: `match_cache_*` are its counters after the
+//!   queries (the pool of 8192 queries is cycled, so most lookups are hits).
 //! - Freshness: `--freshness-rounds` times, 50 upserts then `commit`; `commit_*` is the time from
 //!   calling commit until the changes are searchable (the gateway commits every ~200 ms).
 //!
@@ -519,6 +522,7 @@ fn main() -> anyhow::Result<()> {
         (0..QUERY_POOL).map(|_| query(&mut rng, args.seed, args.products)).collect();
     eprintln!("querying at {}/s for {} s on {} threads", args.rate, args.seconds, args.threads);
     let (results, elapsed) = run_queries(&index, &queries, &args)?;
+    let match_cache = index.match_cache_stats();
     let mut from_schedule = latency_histogram();
     let mut service = latency_histogram();
     let (mut done, mut hits, mut empty) = (0, 0, 0);
@@ -566,6 +570,10 @@ fn main() -> anyhow::Result<()> {
         "latency_us_max": from_schedule.max() as f64 / 1000.0,
         "service_us_p50": micros(&service, 0.50),
         "service_us_p99": micros(&service, 0.99),
+        "match_cache_hits": match_cache.hits,
+        "match_cache_misses": match_cache.misses,
+        "match_cache_evictions": match_cache.evictions,
+        "match_cache_bytes": match_cache.bytes,
         "commit_ms_p50": micros(&commit_latency, 0.50) / 1000.0,
         "commit_ms_p99": micros(&commit_latency, 0.99) / 1000.0,
     });
