@@ -70,6 +70,9 @@ pub async fn record(
 #[derive(Clone, Debug)]
 pub struct Recorded(watch::Receiver<Sequence>);
 
+/// Engine batches the recorder writes in one transaction at most.
+const BATCHES_PER_WRITE_MAX: usize = 1024;
+
 /// How long a read waits for the recorder before answering from the rows as they are.
 pub const CATCH_UP_MAX: Duration = Duration::from_secs(2);
 
@@ -109,17 +112,33 @@ pub fn spawn(
         .name("surge-order-events".to_owned())
         .spawn(move || {
             let mut healthy = true;
-            while let Ok(batch) = batches.recv() {
-                on_batch(&batch);
-                let through = batch.last_sequence;
-                let has_transitions =
-                    batch.events.iter().any(|(_, e)| matches!(e, Event::OrderTransitioned { .. }));
-                // A batch without transitions needs no row; the stored watermark moves with the
-                // next one that has some (a restart regenerates the events in between: harmless).
-                let outcome = if has_transitions {
-                    runtime.block_on(record(&db, batch.events, through))
-                } else {
+            while let Ok(first) = batches.recv() {
+                // Everything that queued up while the last write ran goes into one transaction:
+                // one SQLite write per engine batch falls behind under load (the engine hands on
+                // a batch per fsync), and readers would wait for that lag.
+                let mut through = first.last_sequence;
+                let mut events = Vec::new();
+                let mut next = Some(first);
+                let mut taken = 0;
+                while let Some(batch) = next {
+                    on_batch(&batch);
+                    through = batch.last_sequence;
+                    events.extend(
+                        batch
+                            .events
+                            .into_iter()
+                            .filter(|(_, e)| matches!(e, Event::OrderTransitioned { .. })),
+                    );
+                    taken += 1;
+                    next =
+                        if taken < BATCHES_PER_WRITE_MAX { batches.try_recv().ok() } else { None };
+                }
+                // Batches without transitions need no row; the stored watermark moves with the
+                // next write (a restart regenerates the events in between: harmless).
+                let outcome = if events.is_empty() {
                     Ok(())
+                } else {
+                    runtime.block_on(record(&db, events, through))
                 };
                 match outcome {
                     // Progress is announced only while every batch so far was recorded.
