@@ -547,12 +547,13 @@ async fn apply_outcome(
 /// were released.
 pub async fn release_orphans(services: &Services) -> Result<usize, ApiError> {
     let pending = crate::query(&services.engine, |engine| {
-        engine
-            .orders()
-            .into_iter()
-            .filter(|order| order.state == OrderState::PendingPayment)
-            .map(|order| order.id)
-            .collect::<Vec<OrderId>>()
+        let mut pending: Vec<OrderId> = engine
+            .order_states()
+            .filter(|&(_, state)| state == OrderState::PendingPayment)
+            .map(|(id, _)| id)
+            .collect();
+        pending.sort_unstable();
+        pending
     })
     .await?;
     if pending.is_empty() {

@@ -416,6 +416,11 @@ impl Model {
             .collect();
         assert_eq!(engine.orders(), expected, "live orders");
         assert_eq!(engine.live_orders(), expected.len());
+        let mut states: Vec<_> = engine.order_states().collect();
+        states.sort_unstable_by_key(|&(id, _)| id);
+        let expected_states: Vec<_> =
+            expected.iter().map(|order| (order.id, order.state)).collect();
+        assert_eq!(states, expected_states, "live order states");
     }
 }
 
