@@ -158,6 +158,16 @@ async fn stock(app: &TestApp, sku: SkuId) -> StockLevel {
     surge_gateway::query(engine, move |engine| engine.stock(sku, WAREHOUSE).unwrap()).await.unwrap()
 }
 
+/// Polls until the engine has retired `order` (expired it, here), checking every millisecond.
+async fn until_retired(app: &TestApp, order: OrderId) {
+    let engine = &app.state.services().unwrap().engine;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while surge_gateway::query(engine, move |engine| engine.order(order).is_some()).await.unwrap() {
+        assert!(Instant::now() < deadline, "the engine never retired the order");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn path(order: OrderId, action: &str) -> String {
     format!("/v1/orders/{}{action}", order_id_string(order))
 }
@@ -342,12 +352,7 @@ async fn an_expired_order_cannot_be_cancelled() {
     let ids = catalog(&app, &seller, &[("hat", 900)], 5).await;
     let line = Line { sku: "hat", id: ids[0], seller: seller.id, price: 900, quantity: 2 };
     let order = place_with_ttl(&app, &buyer, &[line], Duration::from_millis(50)).await;
-    let engine = &app.state.services().unwrap().engine;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while surge_gateway::query(engine, move |engine| engine.order(order).is_some()).await.unwrap() {
-        assert!(Instant::now() < deadline, "the engine never expired the order");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_retired(&app, order).await;
     let (status, problem) =
         app.call(Method::POST, &path(order, "/cancel"), Some(&buyer.token), None).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
@@ -362,12 +367,7 @@ async fn a_read_shows_the_expiry_the_engine_just_made() {
     let ids = catalog(&app, &seller, &[("cap", 700)], 5).await;
     let line = Line { sku: "cap", id: ids[0], seller: seller.id, price: 700, quantity: 1 };
     let order = place_with_ttl(&app, &buyer, &[line], Duration::from_millis(50)).await;
-    let engine = &app.state.services().unwrap().engine;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while surge_gateway::query(engine, move |engine| engine.order(order).is_some()).await.unwrap() {
-        assert!(Instant::now() < deadline, "the engine never expired the order");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until_retired(&app, order).await;
     // The engine has retired the order; its row is written behind by the event recorder. The read
     // waits for it instead of answering `pending_payment`.
     let (status, detail) = app.call(Method::GET, &path(order, ""), Some(&buyer.token), None).await;
