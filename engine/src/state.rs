@@ -850,6 +850,28 @@ impl Engine {
         if !input.is_empty() {
             return Err(SnapshotError::Inconsistent("trailing bytes"));
         }
+        // What `check_invariants` asserts, refused here instead: a snapshot damaged behind a valid
+        // checksum (or written by a broken engine) must not start an engine that breaks them.
+        let mut reserved = vec![0u64; engine.cells.len()];
+        for &slot in engine.order_slots.values() {
+            let order = &engine.orders[slot as usize];
+            if order.state == OrderState::PendingPayment {
+                for (line, &cell) in order.lines.as_slice().iter().zip(&order.cells) {
+                    reserved[cell as usize] += u64::from(line.quantity);
+                }
+            }
+        }
+        if engine
+            .cells
+            .iter()
+            .zip(&reserved)
+            .any(|(cell, &units)| u64::from(cell.level.reserved) != units)
+        {
+            return Err(SnapshotError::Inconsistent("reserved differs from the pending orders"));
+        }
+        if engine.buyer_units.values().any(|&units| units == 0) {
+            return Err(SnapshotError::Inconsistent("empty buyer counter"));
+        }
         Ok(engine)
     }
 
