@@ -191,7 +191,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // What the order store missed before the last stop, then everything from now on.
         let missed = std::mem::take(&mut report.missed_events);
         let through = surge_engine::Sequence(report.next_sequence - 1);
-        order_events::record(&db, missed, through).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        order_events::record(&db, Arc::new(missed), through)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let events = pipeline.take_events().expect("events are taken once");
         let (stock, stock_updates) = search::stock_channel();
         let runtime = tokio::runtime::Handle::current();

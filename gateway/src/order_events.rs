@@ -7,6 +7,7 @@
 //! recording it loses nothing. Recording is idempotent: the handler that submitted a command may
 //! have recorded the same transition already.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -34,10 +35,10 @@ pub async fn watermark(db: &Db) -> Result<Sequence, ApiError> {
 }
 
 /// Records the order transitions among `events` and moves the watermark to `through`, in one
-/// transaction.
+/// transaction. (Shared, so that the recorder keeps them for a retry without a copy.)
 pub async fn record(
     db: &Db,
-    events: Vec<(Sequence, Event)>,
+    events: Arc<Vec<(Sequence, Event)>>,
     through: Sequence,
 ) -> Result<(), ApiError> {
     let at = crate::now_rfc3339();
@@ -45,7 +46,7 @@ pub async fn record(
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO order_transitions (order_id, status, at, seq) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        for (sequence, event) in &events {
+        for (sequence, event) in events.iter() {
             if let Event::OrderTransitioned { order, state, .. } = event {
                 let order = i64::try_from(order.0).map_err(ApiError::internal)?;
                 let sequence = i64::try_from(sequence.0).map_err(ApiError::internal)?;
@@ -111,19 +112,22 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("surge-order-events".to_owned())
         .spawn(move || {
-            let mut healthy = true;
+            // What is recorded (rows and stored watermark) through `stored`; what waits for the
+            // next write in `pending`, kept across a failed write so nothing is skipped.
+            let mut stored = recovered;
+            let mut pending: Vec<(Sequence, Event)> = Vec::new();
             while let Ok(first) = batches.recv() {
                 // Everything that queued up while the last write ran goes into one transaction:
                 // one SQLite write per engine batch falls behind under load (the engine hands on
                 // a batch per fsync), and readers would wait for that lag.
                 let mut through = first.last_sequence;
-                let mut events = Vec::new();
                 let mut next = Some(first);
                 let mut taken = 0;
                 while let Some(batch) = next {
                     on_batch(&batch);
                     through = batch.last_sequence;
-                    events.extend(
+                    // Only transitions become rows; stock events go to search through `on_batch`.
+                    pending.extend(
                         batch
                             .events
                             .into_iter()
@@ -133,23 +137,22 @@ pub fn spawn(
                     next =
                         if taken < BATCHES_PER_WRITE_MAX { batches.try_recv().ok() } else { None };
                 }
-                // Batches without transitions need no row; the stored watermark moves with the
-                // next write (a restart regenerates the events in between: harmless).
-                let outcome = if events.is_empty() {
-                    Ok(())
-                } else {
-                    runtime.block_on(record(&db, events, through))
-                };
-                match outcome {
-                    // Progress is announced only while every batch so far was recorded.
-                    Ok(()) if healthy => {
+                // Batches of reads only move nothing; any applied command moves the stored
+                // watermark, which decides how far back the next start has to replay.
+                if pending.is_empty() && through <= stored {
+                    continue;
+                }
+                let events = Arc::new(std::mem::take(&mut pending));
+                match runtime.block_on(record(&db, Arc::clone(&events), through)) {
+                    Ok(()) => {
+                        stored = through;
                         progress.send_replace(through);
                     }
-                    Ok(()) => {}
                     Err(error) => {
-                        // The transitions stay in the journal; the next start replays them.
+                        // Retried with the next batch; until then readers see no progress.
                         tracing::error!(%error, "recording order events failed");
-                        healthy = false;
+                        pending =
+                            Arc::try_unwrap(events).unwrap_or_else(|shared| (*shared).clone());
                     }
                 }
             }
@@ -160,8 +163,6 @@ pub fn spawn(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use surge_engine::{Command, Pipeline, PipelineConfig, SkuId, SystemClock, WarehouseId};
     use surge_journal::MemStorage;
 

@@ -128,20 +128,16 @@ mod tests {
         .unwrap()
     }
 
-    fn ago(now: SystemTime, age: Duration) -> String {
-        cutoff(now, age)
-    }
-
     #[tokio::test]
     async fn records_go_after_their_retention_and_not_before() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("surge.db")).unwrap();
         let now = SystemTime::now();
         let hour = Duration::from_secs(3600);
-        insert(&db, "fresh", ago(now, hour)).await;
-        insert(&db, "day-minus", ago(now, 24 * hour - Duration::from_secs(1))).await;
-        insert(&db, "day-plus", ago(now, 24 * hour + Duration::from_secs(1))).await;
-        insert(&db, "week-plus", ago(now, 8 * 24 * hour)).await;
+        insert(&db, "fresh", cutoff(now, hour)).await;
+        insert(&db, "day-minus", cutoff(now, 24 * hour - Duration::from_secs(1))).await;
+        insert(&db, "day-plus", cutoff(now, 24 * hour + Duration::from_secs(1))).await;
+        insert(&db, "week-plus", cutoff(now, 8 * 24 * hour)).await;
         let swept = sweep(&db, now).await.unwrap();
         assert_eq!(swept, Swept { idempotency: 2, webhook_events: 1 });
         assert_eq!(keys(&db).await, ["day-minus", "fresh"]);
@@ -153,7 +149,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("surge.db")).unwrap();
         let now = SystemTime::now();
-        let old = ago(now, Duration::from_secs(30 * 24 * 3600));
+        let old = cutoff(now, Duration::from_secs(30 * 24 * 3600));
         let rows = CHUNK_ROWS * 2 + 7;
         db.write(move |tx| {
             let mut insert = tx.prepare(

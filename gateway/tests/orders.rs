@@ -379,6 +379,27 @@ async fn a_read_shows_the_expiry_the_engine_just_made() {
 }
 
 #[tokio::test]
+async fn the_stored_watermark_follows_commands_without_transitions() {
+    // A start replays from the newest snapshot at or before this watermark: if only transitions
+    // moved it, a catalog that only ever set stock would be replayed from zero at every start.
+    let app = TestApp::start(TestApp::config()).await;
+    let seller = user(&app, "seller").await;
+    catalog(&app, &seller, &[("lamp", 1500)], 4).await;
+    let services = app.state.services().unwrap();
+    let command = Command::SetStock { sku: SkuId(1), warehouse: WAREHOUSE, on_hand: 9 };
+    let applied = submit(&services.engine, command).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored = surge_gateway::order_events::watermark(&services.db).await.unwrap();
+        if stored >= applied.sequence {
+            break;
+        }
+        assert!(Instant::now() < deadline, "watermark stuck at {stored:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
 async fn reservations_a_crash_left_without_an_order_row_are_released() {
     let app = TestApp::start(TestApp::config()).await;
     let seller = user(&app, "seller").await;
