@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rusqlite::{params, OptionalExtension};
 use surge_engine::pipeline::EventBatch;
 use surge_engine::{Event, Handle, Sequence};
@@ -71,6 +71,9 @@ pub async fn record(
 #[derive(Clone, Debug)]
 pub struct Recorded(watch::Receiver<Sequence>);
 
+/// How stale the stored watermark may get while batches bring no transitions.
+const WATERMARK_EVERY: Duration = Duration::from_secs(1);
+
 /// Engine batches the recorder writes in one transaction at most.
 const BATCHES_PER_WRITE_MAX: usize = 1024;
 
@@ -112,20 +115,36 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("surge-order-events".to_owned())
         .spawn(move || {
-            // What is recorded (rows and stored watermark) through `stored`; what waits for the
-            // next write in `pending`, kept across a failed write so nothing is skipped.
+            // Rows and the stored watermark are written through `stored`; the engine has handed
+            // on everything through `seen`; transitions not yet written wait in `pending` (kept
+            // across a failed write, so nothing is ever skipped).
             let mut stored = recovered;
+            let mut seen = recovered;
             let mut pending: Vec<(Sequence, Event)> = Vec::new();
-            while let Ok(first) = batches.recv() {
+            let mut last_write = Instant::now();
+            loop {
+                let first = match batches.recv_timeout(WATERMARK_EVERY) {
+                    Ok(batch) => Some(batch),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        // Shutdown: leave the watermark at the end, where the final snapshot is.
+                        if seen > stored || !pending.is_empty() {
+                            let events = Arc::new(std::mem::take(&mut pending));
+                            if let Err(error) = runtime.block_on(record(&db, events, seen)) {
+                                tracing::error!(%error, "recording order events failed at shutdown");
+                            }
+                        }
+                        return;
+                    }
+                };
                 // Everything that queued up while the last write ran goes into one transaction:
                 // one SQLite write per engine batch falls behind under load (the engine hands on
                 // a batch per fsync), and readers would wait for that lag.
-                let mut through = first.last_sequence;
-                let mut next = Some(first);
+                let mut next = first;
                 let mut taken = 0;
                 while let Some(batch) = next {
                     on_batch(&batch);
-                    through = batch.last_sequence;
+                    seen = batch.last_sequence;
                     // Only transitions become rows; stock events go to search through `on_batch`.
                     pending.extend(
                         batch
@@ -137,22 +156,26 @@ pub fn spawn(
                     next =
                         if taken < BATCHES_PER_WRITE_MAX { batches.try_recv().ok() } else { None };
                 }
-                // Batches of reads only move nothing; any applied command moves the stored
-                // watermark, which decides how far back the next start has to replay.
-                if pending.is_empty() && through <= stored {
-                    continue;
+                // Without transitions to write, the rows are already current through `seen`.
+                // The stored watermark (how far back the next start replays) then only needs
+                // moving now and then: at most every `WATERMARK_EVERY`, and when idle.
+                if pending.is_empty() {
+                    progress.send_replace(seen);
+                    if seen <= stored || last_write.elapsed() < WATERMARK_EVERY {
+                        continue;
+                    }
                 }
                 let events = Arc::new(std::mem::take(&mut pending));
-                match runtime.block_on(record(&db, Arc::clone(&events), through)) {
+                last_write = Instant::now();
+                match runtime.block_on(record(&db, Arc::clone(&events), seen)) {
                     Ok(()) => {
-                        stored = through;
-                        progress.send_replace(through);
+                        stored = seen;
+                        progress.send_replace(seen);
                     }
                     Err(error) => {
                         // Retried with the next batch; until then readers see no progress.
                         tracing::error!(%error, "recording order events failed");
-                        pending =
-                            Arc::try_unwrap(events).unwrap_or_else(|shared| (*shared).clone());
+                        pending = Arc::try_unwrap(events).unwrap_or_else(|shared| (*shared).clone());
                     }
                 }
             }
