@@ -6,11 +6,10 @@
 //! causes (expiry) reach the rows through the engine's event stream ([`crate::order_events`]), a
 //! few milliseconds behind; a read checks its open orders against the engine and, where the rows
 //! are behind, waits for them ([`read_current`]), so a status is the engine's as of the request,
-//! never an older one. An order's status is never
-//! stored as such: it is derived from those rows by [`current_status`], so writers that learn of
-//! changes in any order (this module, the checkout, the payment webhook, the expiry events) cannot
-//! overwrite one another. The same rule serves the buyer's view, the seller's view and
-//! reconciliation.
+//! never an older one. An order's status is never stored as such: it is derived from those rows
+//! by [`current_status`], so writers that learn of changes in any order (this module, the
+//! checkout, the payment webhook, the expiry events) cannot overwrite one another. The same rule
+//! serves the buyer's view, the seller's view and reconciliation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
