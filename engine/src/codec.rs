@@ -28,16 +28,31 @@ mod tag {
 }
 
 /// A payload that is not a valid command encoding.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("command {0}")]
-    Truncated(#[from] Truncated),
-    #[error("unknown command tag {0}")]
+    Truncated(Truncated),
     UnknownTag(u8),
-    #[error("invalid field: {0}")]
     Invalid(&'static str),
-    #[error("{0} trailing bytes after the command")]
     Trailing(usize),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Truncated(truncated) => write!(f, "command {truncated}"),
+            Self::UnknownTag(tag) => write!(f, "unknown command tag {tag}"),
+            Self::Invalid(field) => write!(f, "invalid field: {field}"),
+            Self::Trailing(bytes) => write!(f, "{bytes} trailing bytes after the command"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl From<Truncated> for DecodeError {
+    fn from(truncated: Truncated) -> Self {
+        Self::Truncated(truncated)
+    }
 }
 
 /// Appends the encoding of `command` to `out`.

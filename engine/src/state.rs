@@ -105,16 +105,33 @@ pub struct OrderView {
 }
 
 /// Why a snapshot could not be loaded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum SnapshotError {
-    #[error("snapshot {0}")]
-    Truncated(#[from] Truncated),
-    #[error("snapshot format version {0} is not supported")]
+    Truncated(Truncated),
     Version(u32),
-    #[error("snapshot does not fit the configured limits: {0}")]
     Limits(&'static str),
-    #[error("snapshot is inconsistent: {0}")]
     Inconsistent(&'static str),
+}
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Truncated(truncated) => write!(f, "snapshot {truncated}"),
+            Self::Version(version) => {
+                write!(f, "snapshot format version {version} is not supported")
+            }
+            Self::Limits(what) => write!(f, "snapshot does not fit the configured limits: {what}"),
+            Self::Inconsistent(what) => write!(f, "snapshot is inconsistent: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+impl From<Truncated> for SnapshotError {
+    fn from(truncated: Truncated) -> Self {
+        Self::Truncated(truncated)
+    }
 }
 
 /// The state machine. See the module documentation.

@@ -2,11 +2,18 @@
 //! snapshot encoding. Nothing here allocates beyond the caller's buffer.
 
 /// The input ended before a value could be read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("truncated at byte {at}")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Truncated {
     pub at: usize,
 }
+
+impl std::fmt::Display for Truncated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "truncated at byte {}", self.at)
+    }
+}
+
+impl std::error::Error for Truncated {}
 
 pub fn put_u16(out: &mut Vec<u8>, value: u16) {
     out.extend_from_slice(&value.to_le_bytes());

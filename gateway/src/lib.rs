@@ -30,7 +30,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use surge_engine::Handle;
+use surge_pipeline::Handle;
 
 use crate::auth::{RateLimiter, Tokens};
 use crate::db::Db;
@@ -131,7 +131,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 pub async fn submit(
     engine: &Handle,
     command: surge_engine::Command,
-) -> Result<surge_engine::Applied, ApiError> {
+) -> Result<surge_pipeline::Applied, ApiError> {
     engine.try_submit(command).map_err(submit_error)?.outcome().await.map_err(submit_error)
 }
 
@@ -143,10 +143,10 @@ pub async fn query<R: Send + 'static>(
     engine.query(read).await.map_err(submit_error)
 }
 
-fn submit_error(error: surge_engine::SubmitError) -> ApiError {
+fn submit_error(error: surge_pipeline::SubmitError) -> ApiError {
     match error {
-        surge_engine::SubmitError::Overloaded => ApiError::overloaded(),
-        surge_engine::SubmitError::Stopped => ApiError::internal("the engine pipeline stopped"),
+        surge_pipeline::SubmitError::Overloaded => ApiError::overloaded(),
+        surge_pipeline::SubmitError::Stopped => ApiError::internal("the engine pipeline stopped"),
     }
 }
 

@@ -1,21 +1,21 @@
 //! `surge`: one binary for serving, operating and load-testing Surge (see API.md, "Command line").
 
-mod journal_cli;
-
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use surge_engine::{Limits, Pipeline, PipelineConfig};
+use serde_json::json;
+use surge_engine::Limits;
 use surge_gateway::auth::{self, RateLimiter, Tokens};
 use surge_gateway::db::Db;
 use surge_gateway::payments::Sandbox;
 use surge_gateway::search::{self, Search};
 use surge_gateway::{demo, order_events};
 use surge_gateway::{AppState, Config, Services};
+use surge_pipeline::{Pipeline, PipelineConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -135,15 +135,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Serve(args) => serve(args),
-        Commands::Journal(JournalCommand::Verify { data_dir }) => journal_cli::verify(&data_dir),
+        Commands::Journal(JournalCommand::Verify { data_dir }) => {
+            surge_journal_tools::verify(&data_dir)
+        }
         Commands::Journal(JournalCommand::Inspect { data_dir, from, limit }) => {
-            journal_cli::inspect(&data_dir, from, limit)
+            surge_journal_tools::inspect(&data_dir, from, limit)
         }
         Commands::Journal(JournalCommand::Replay { data_dir, to }) => {
-            journal_cli::replay(&data_dir, to, Limits::PRODUCTION)
+            surge_journal_tools::replay(&data_dir, to, Limits::PRODUCTION)
         }
         Commands::Loadtest(args) => surge_gateway::loadtest::run(args),
-        Commands::Search(SearchCommand::Reindex { data_dir }) => journal_cli::reindex(&data_dir),
+        Commands::Search(SearchCommand::Reindex { data_dir }) => reindex(&data_dir),
     };
     result.unwrap_or_else(|error| {
         eprintln!("surge: {error:#}");
@@ -277,4 +279,41 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutting down");
+}
+
+/// `surge search reindex`: rebuilds the search index from the catalog tables, with availability
+/// from the engine state the journal holds (restored exactly as `replay` does). The server must
+/// be stopped: the index has one writer.
+fn reindex(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let (journal, snapshots) = surge_journal_tools::open_storages(data_dir)?;
+    let db_path = data_dir.join("surge.db");
+    if !db_path.is_file() {
+        anyhow::bail!("no catalog database at {}", db_path.display());
+    }
+    // Brings an older database's schema (the outbox) up to date.
+    drop(surge_gateway::db::Db::open(&db_path)?);
+    let skus: Vec<u32> = {
+        let connection = surge_gateway::search::open_catalog(&db_path)?;
+        let mut statement = connection.prepare("SELECT id FROM skus WHERE deleted = 0")?;
+        let skus = statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+        skus
+    };
+    let recovery = surge_journal::scan(&journal)?;
+    let (engine, _) =
+        surge_pipeline::restore(Limits::PRODUCTION, &journal, &snapshots, &recovery, None)?;
+    let (sequence, availability) = surge_gateway::search::Availability::of_engine(&engine, &skus);
+    let (summary, documents) = surge_gateway::search::reindex(data_dir, &availability)?;
+    println!(
+        "{}",
+        json!({
+            "products": summary.products,
+            "in_stock": summary.in_stock,
+            "documents": documents,
+            "catalog_offset": summary.offset,
+            "engine_sequence": sequence.0,
+            "seconds": started.elapsed().as_secs_f64(),
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }

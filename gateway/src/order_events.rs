@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rusqlite::{params, OptionalExtension};
-use surge_engine::pipeline::EventBatch;
-use surge_engine::{Event, Handle, Sequence};
+use surge_engine::{Event, Sequence};
+use surge_pipeline::EventBatch;
+use surge_pipeline::Handle;
 use tokio::sync::watch;
 
 use crate::db::Db;
@@ -186,8 +187,9 @@ pub fn spawn(
 
 #[cfg(test)]
 mod tests {
-    use surge_engine::{Command, Pipeline, PipelineConfig, SkuId, SystemClock, WarehouseId};
+    use surge_engine::{Command, SkuId, WarehouseId};
     use surge_journal::MemStorage;
+    use surge_pipeline::{Pipeline, PipelineConfig, SystemClock};
 
     use super::*;
 

@@ -247,7 +247,7 @@ fn read_transitions(connection: &Connection, order: i64) -> Result<Vec<Transitio
 }
 
 /// Records that `order` reached `status`, timestamped now. For engine transitions `seq` is the
-/// sequence of the command that caused it ([`surge_engine::Applied::sequence`]); recording the same
+/// sequence of the command that caused it ([`surge_pipeline::Applied::sequence`]); recording the same
 /// engine transition twice is a no-op (unique `(order_id, seq)`), so every writer that learns of it
 /// (the handler that submitted the command, the event consumer) may record it. A gateway-only
 /// status (`seq` = `None`, i.e. `refunded`) is likewise recorded at most once per order.
@@ -509,7 +509,7 @@ async fn refund_cancelled_order(services: &Services, order: &OrderRecord) -> Res
 async fn apply_outcome(
     services: &Services,
     order: OrderId,
-    applied: &surge_engine::Applied,
+    applied: &surge_pipeline::Applied,
 ) -> Result<(), ApiError> {
     let at = crate::time::rfc3339(applied.at);
     let seq = Some(applied.sequence.0);

@@ -32,8 +32,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::{json, Map, Value};
 use surge_catalog_svc::{EventError, EventSource};
-use surge_engine::pipeline::EventBatch;
-use surge_engine::{Event, Handle, Sequence, SkuId, WarehouseId};
+use surge_engine::{Event, Sequence, SkuId, WarehouseId};
+use surge_pipeline::EventBatch;
+use surge_pipeline::Handle;
 use surge_search_svc::{ProductDoc, SearchError, SearchIndex, SearchQuery, Sort};
 
 use crate::error::ApiError;

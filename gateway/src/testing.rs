@@ -7,8 +7,9 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use serde_json::Value;
-use surge_engine::{Limits, Pipeline, PipelineConfig, Sequence, SystemClock};
+use surge_engine::{Limits, Sequence};
 use surge_journal::MemStorage;
+use surge_pipeline::{Pipeline, PipelineConfig, SystemClock};
 use tower::ServiceExt as _;
 
 use crate::auth::{RateLimiter, Tokens};

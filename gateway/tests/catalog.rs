@@ -379,7 +379,7 @@ async fn buyer_limits_are_set_and_lifted() {
     assert_eq!(answer, json!({"sku": "L-1", "per_buyer": 2}));
     let services = app.state.services().unwrap();
     let sku = services.catalog.sku("L-1").unwrap().id;
-    let engine_limit = |engine: &surge_engine::Handle| {
+    let engine_limit = |engine: &surge_pipeline::Handle| {
         let engine = engine.clone();
         async move {
             surge_gateway::query(&engine, move |engine| engine.buyer_limit(sku)).await.unwrap()

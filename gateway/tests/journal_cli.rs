@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use surge_engine::{
-    BuyerId, Clock, Command, Limits, LineRequest, LineRequests, Pipeline, PipelineConfig,
-    ReleaseReason, SkuId, SystemClock, Timestamp, WarehouseChoices, WarehouseId,
+    BuyerId, Command, Limits, LineRequest, LineRequests, ReleaseReason, SkuId, Timestamp,
+    WarehouseChoices, WarehouseId,
 };
 use surge_journal::JournalConfig;
+use surge_pipeline::{Clock, Pipeline, PipelineConfig, SystemClock};
 
 /// Writes a journal of `orders` reservations (alternately committed and released) across several
 /// small segments, and returns the number of records.

@@ -30,15 +30,15 @@ use std::panic::{self, AssertUnwindSafe};
 
 use surge_engine::codec::decode_command;
 use surge_engine::{
-    restore, BuyerId, Command, DiscardEvents, Engine, Limits, LineRequest, LineRequests, Lines,
-    OrderId, OrderState, Outcome, ReleaseReason, Sequence, Sequencer, SkuId, Timestamp,
-    WarehouseChoices, WarehouseId,
+    BuyerId, Command, DiscardEvents, Engine, Limits, LineRequest, LineRequests, Lines, OrderId,
+    OrderState, Outcome, ReleaseReason, Sequence, SkuId, Timestamp, WarehouseChoices, WarehouseId,
 };
 use surge_journal::record::{parse_segment_name, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use surge_journal::{
     read_from, recover, write_snapshot, JournalConfig, JournalError, MemStorage, Recovery, Storage,
     TornTail,
 };
+use surge_pipeline::{restore, Sequencer};
 
 use crate::model::Model;
 

@@ -31,11 +31,11 @@ use surge_benches::{
     latency_histogram, nanos, per_second, random_lines, record_clamped, seconds, Mix, SplitMix64,
     RESERVATION_TTL_NS, WAREHOUSE,
 };
-use surge_engine::pipeline::PipelineStats;
 use surge_engine::{
-    BuyerId, Command, Handle, OrderState, Outcome, Pipeline, PipelineConfig, ReleaseReason, SkuId,
-    Ticket, Timestamp, WarehouseChoices,
+    BuyerId, Command, OrderState, Outcome, ReleaseReason, SkuId, Timestamp, WarehouseChoices,
 };
+use surge_pipeline::PipelineStats;
+use surge_pipeline::{Handle, Pipeline, PipelineConfig, Ticket};
 
 /// Throughput and ack latency of the durable pipeline (journal + fsync + engine).
 ///

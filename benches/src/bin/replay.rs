@@ -9,7 +9,7 @@
 //! - A journal of `--commands` commands (the synthetic stream of `surge_benches::Workload`: stock
 //!   for every SKU, then the order mix) is written with `durable::Sequencer` in batches of 65 536,
 //!   one fsync each.
-//! - (a) replay: `surge_journal::recover` + `surge_engine::restore` with no snapshot, in records/s.
+//! - (a) replay: `surge_journal::recover` + `surge_pipeline::restore` with no snapshot, in records/s.
 //! - (c) snapshot: `Engine::encode_snapshot` time and size, and `surge_journal::write_snapshot`.
 //! - (b) restart: 10 % more commands are journaled after the snapshot, then `recover` + `restore`
 //!   load the snapshot and replay the suffix; the result's digest is checked against a full replay.
@@ -26,12 +26,12 @@ use clap::Parser;
 use surge_benches::{
     nanos, per_second, random_lines, seconds, Memory, Workload, WorkloadConfig, WAREHOUSE,
 };
-use surge_engine::durable::{restore, Sequencer};
 use surge_engine::{
     BuyerId, Command, DiscardEvents, Engine, Limits, Outcome, Sequence, SkuId, Timestamp,
     WarehouseChoices,
 };
 use surge_journal::{FsStorage, JournalConfig};
+use surge_pipeline::{restore, Sequencer};
 
 /// Commands journaled per batch (one fsync) while building the journal.
 const BUILD_BATCH: u64 = 65_536;
@@ -223,7 +223,7 @@ fn restart(
     limits: Limits,
     journal_dir: &Path,
     snapshot_dir: &Path,
-) -> anyhow::Result<(Engine, surge_engine::RestoreReport, Duration)> {
+) -> anyhow::Result<(Engine, surge_pipeline::RestoreReport, Duration)> {
     let journal = FsStorage::open(journal_dir).context("opening the journal directory")?;
     let snapshots = FsStorage::open(snapshot_dir).context("opening the snapshot directory")?;
     let recover_started = Instant::now();

@@ -1,5 +1,9 @@
 //! `surge journal verify | inspect | replay`: the operator's tools for a data directory.
 //!
+//! A crate of its own beside the journal library: the library knows records and bytes only, and
+//! these tools also need the engine's command encoding and its restore. The `surge` binary calls
+//! them for its `journal` subcommands.
+//!
 //! All three only read. `verify` checks every record (framing, checksum, sequence, and that the
 //! payload decodes as a command) and exits 2 naming the segment and byte offset of the first bad
 //! record; a torn final record is reported but is not an error, because the next start cuts it.
@@ -16,12 +20,11 @@ use surge_engine::codec::decode_command;
 use surge_engine::{Command, Limits, ReleaseReason, Sequence, Timestamp};
 use surge_journal::{FsStorage, JournalError};
 
-use surge_gateway::time::rfc3339;
-
 /// Exit code for a journal that is damaged somewhere other than its final record.
 const EXIT_CORRUPT: u8 = 2;
 
-fn open_storages(data_dir: &Path) -> anyhow::Result<(FsStorage, FsStorage)> {
+/// The journal and snapshot storages of a data directory, which must exist.
+pub fn open_storages(data_dir: &Path) -> anyhow::Result<(FsStorage, FsStorage)> {
     if !data_dir.is_dir() {
         anyhow::bail!("data directory {} does not exist", data_dir.display());
     }
@@ -31,6 +34,7 @@ fn open_storages(data_dir: &Path) -> anyhow::Result<(FsStorage, FsStorage)> {
     Ok((journal, snapshots))
 }
 
+/// `surge journal verify`.
 pub fn verify(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let (journal, _) = open_storages(data_dir)?;
     let recovery = match surge_journal::scan(&journal) {
@@ -74,6 +78,7 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `surge journal inspect`.
 pub fn inspect(data_dir: &Path, from: u64, limit: Option<u64>) -> anyhow::Result<ExitCode> {
     let (journal, _) = open_storages(data_dir)?;
     let mut printed = 0u64;
@@ -111,12 +116,13 @@ pub fn inspect(data_dir: &Path, from: u64, limit: Option<u64>) -> anyhow::Result
     }
 }
 
+/// `surge journal replay`.
 pub fn replay(data_dir: &Path, to: Option<u64>, limits: Limits) -> anyhow::Result<ExitCode> {
     let (journal, snapshots) = open_storages(data_dir)?;
     let started = std::time::Instant::now();
     let recovery = surge_journal::scan(&journal)?;
     let (engine, report) =
-        surge_engine::restore(limits, &journal, &snapshots, &recovery, to.map(Sequence))?;
+        surge_pipeline::restore(limits, &journal, &snapshots, &recovery, to.map(Sequence))?;
     engine.check_invariants();
     let torn = report.torn_tail.as_ref().map(
         |torn| json!({"segment": torn.segment, "offset": torn.offset, "bytes": torn.bytes_cut}),
@@ -171,39 +177,46 @@ pub fn command_json(command: &Command) -> Value {
     }
 }
 
-/// `surge search reindex`: rebuilds the search index from the catalog tables, with availability
-/// from the engine state the journal holds (restored exactly as `replay` does). The server must
-/// be stopped: the index has one writer.
-pub fn reindex(data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let started = std::time::Instant::now();
-    let (journal, snapshots) = open_storages(data_dir)?;
-    let db_path = data_dir.join("surge.db");
-    if !db_path.is_file() {
-        anyhow::bail!("no catalog database at {}", db_path.display());
+/// `2026-11-22T06:55:50.123456789Z` for a timestamp in nanoseconds since the Unix epoch.
+pub fn rfc3339(at: Timestamp) -> String {
+    let seconds = at.0 / 1_000_000_000;
+    let nanos = at.0 % 1_000_000_000;
+    let days = seconds / 86_400;
+    let second_of_day = seconds % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    )
+}
+
+/// Gregorian date of a count of days since 1970-01-01 (the proleptic calendar algorithm that counts
+/// in 400-year eras of 146 097 days, with years starting on 1 March so leap days fall last).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_known_instants() {
+        assert_eq!(rfc3339(Timestamp(0)), "1970-01-01T00:00:00.000000000Z");
+        // 2000-02-29 (a leap day in a year divisible by 400) 12:34:56.000000007
+        assert_eq!(rfc3339(Timestamp(951_827_696_000_000_007)), "2000-02-29T12:34:56.000000007Z");
+        assert_eq!(rfc3339(Timestamp(1_795_330_550_000_000_000)), "2026-11-22T06:55:50.000000000Z");
     }
-    // Brings an older database's schema (the outbox) up to date.
-    drop(surge_gateway::db::Db::open(&db_path)?);
-    let skus: Vec<u32> = {
-        let connection = surge_gateway::search::open_catalog(&db_path)?;
-        let mut statement = connection.prepare("SELECT id FROM skus WHERE deleted = 0")?;
-        let skus = statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
-        skus
-    };
-    let recovery = surge_journal::scan(&journal)?;
-    let (engine, _) =
-        surge_engine::restore(Limits::PRODUCTION, &journal, &snapshots, &recovery, None)?;
-    let (sequence, availability) = surge_gateway::search::Availability::of_engine(&engine, &skus);
-    let (summary, documents) = surge_gateway::search::reindex(data_dir, &availability)?;
-    println!(
-        "{}",
-        json!({
-            "products": summary.products,
-            "in_stock": summary.in_stock,
-            "documents": documents,
-            "catalog_offset": summary.offset,
-            "engine_sequence": sequence.0,
-            "seconds": started.elapsed().as_secs_f64(),
-        })
-    );
-    Ok(ExitCode::SUCCESS)
 }

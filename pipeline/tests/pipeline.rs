@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use surge_engine::durable::DurableError;
 use surge_engine::{
-    BuyerId, Clock, Command, Event, Limits, LineRequest, LineRequests, OrderId, OrderState,
-    Outcome, Pipeline, PipelineConfig, Rejection, ReleaseReason, Sequence, SkuId, SubmitError,
-    SystemClock, Timestamp, WarehouseChoices, WarehouseId,
+    BuyerId, Command, Event, Limits, LineRequest, LineRequests, OrderId, OrderState, Outcome,
+    Rejection, ReleaseReason, Sequence, SkuId, Timestamp, WarehouseChoices, WarehouseId,
 };
 use surge_journal::MemStorage;
+use surge_pipeline::DurableError;
+use surge_pipeline::{Clock, Pipeline, PipelineConfig, SubmitError, SystemClock};
 
 fn config() -> PipelineConfig {
     PipelineConfig {
@@ -35,7 +35,7 @@ fn reserve(buyer: u64, sku: u32, quantity: u32, ttl: Duration) -> Command {
 }
 
 /// A pipeline on in-memory storage whose journal must not fail.
-fn start_in_memory() -> (Pipeline, surge_engine::RestoreReport) {
+fn start_in_memory() -> (Pipeline, surge_pipeline::RestoreReport) {
     Pipeline::start(
         config(),
         MemStorage::new(),
@@ -86,10 +86,11 @@ fn acknowledged_commands_survive_a_restart_and_replay_to_the_same_state() {
         // Replay the journal alone (ignoring the shutdown snapshot) ...
         let empty = surge_journal::MemStorage::new();
         let (from_journal, _) =
-            surge_engine::restore(config().limits, &journal, &empty, &recovery, None).unwrap();
+            surge_pipeline::restore(config().limits, &journal, &empty, &recovery, None).unwrap();
         // ... and from the snapshot: both give the same state.
         let (from_snapshot, report) =
-            surge_engine::restore(config().limits, &journal, &snapshots, &recovery, None).unwrap();
+            surge_pipeline::restore(config().limits, &journal, &snapshots, &recovery, None)
+                .unwrap();
         assert_eq!(report.snapshot_sequence, 13, "shutdown leaves a snapshot of the final state");
         assert_eq!(report.replayed, 0);
         assert_eq!(from_journal.digest(), from_snapshot.digest());

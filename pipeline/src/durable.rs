@@ -5,16 +5,16 @@
 //!   fsync (group commit). Nothing downstream sees a command before its batch is durable.
 //! - [`restore`] rebuilds an engine at start: newest valid snapshot, then the journal suffix.
 //!
-//! The threaded wiring lives in [`crate::pipeline`].
+//! The threaded wiring lives in [`crate::threaded`].
 
 use std::ops::ControlFlow;
 
 use surge_journal::{JournalConfig, JournalError, JournalWriter, Recovery, Storage, TornTail};
 
-use crate::codec::{decode_command, encode_command, DecodeError, RECORD_KIND_COMMAND};
-use crate::command::{Command, Event, Sequence, Timestamp};
-use crate::limits::Limits;
-use crate::state::{DiscardEvents, Engine, Sequenced, SnapshotError};
+use surge_engine::codec::{decode_command, encode_command, DecodeError, RECORD_KIND_COMMAND};
+use surge_engine::{
+    Command, DiscardEvents, Engine, Event, Limits, Sequence, Sequenced, SnapshotError, Timestamp,
+};
 
 /// Why an engine could not be restored or made durable.
 #[derive(Debug, thiserror::Error)]

@@ -26,10 +26,9 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use surge_journal::{FsStorage, JournalConfig, Storage};
 use tokio::sync::oneshot;
 
-use crate::command::{Command, Event, Outcome, Sequence, Timestamp};
+use surge_engine::{Command, Engine, Event, Limits, Outcome, Sequence, Sequenced, Timestamp};
+
 use crate::durable::{restore, restore_with_events, DurableError, RestoreReport, Sequencer};
-use crate::limits::Limits;
-use crate::state::{Engine, Sequenced};
 
 /// Tunables of the pipeline, with defaults for a production node.
 #[derive(Clone, Debug)]
@@ -680,7 +679,7 @@ impl EngineThread {
 
 /// Events one non-`Expire` command can emit: per line a stock change and an availability change,
 /// plus one order event.
-const EVENTS_PER_COMMAND_MAX: usize = 2 * crate::limits::LINES_PER_ORDER_MAX + 1;
+const EVENTS_PER_COMMAND_MAX: usize = 2 * surge_engine::limits::LINES_PER_ORDER_MAX + 1;
 
 fn write_snapshots<S: Storage>(storage: &S, engines: &Receiver<Box<Engine>>, shared: &Shared) {
     let mut bytes = Vec::new();

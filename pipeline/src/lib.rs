@@ -1,0 +1,19 @@
+//! The threads around Surge's engine, and the thread-free stages they drive.
+//!
+//! - [`durable`]: the [`Sequencer`] (stamp, journal, one fsync per batch) and [`restore`] (newest
+//!   snapshot plus the journal suffix), free of threads so the simulator drives the same code.
+//! - [`threaded`]: [`Pipeline`], [`Handle`] and [`Ticket`]: producers submit commands into a
+//!   bounded queue, the sequencer-journaler makes each batch durable, the engine thread applies
+//!   it, and only then does a producer learn its outcome.
+//!
+//! The state machine itself is `surge-engine`, which depends on nothing; everything with a thread,
+//! a clock or a file is here.
+
+pub mod durable;
+pub mod threaded;
+
+pub use durable::{restore, restore_with_events, DurableError, RestoreReport, Sequencer};
+pub use threaded::{
+    Applied, Clock, EventBatch, GroupTicket, Handle, Pipeline, PipelineConfig, PipelineStats,
+    SubmitError, SystemClock, Ticket,
+};
