@@ -258,6 +258,25 @@ impl Storage for MemStorage {
         self.bytes(name).ok_or_else(|| not_found(name))
     }
 
+    fn read_at(&self, name: &str, offset: u64, into: &mut [u8]) -> io::Result<usize> {
+        let dir = self.dir();
+        let inode = &dir.inodes[&dir.inode_of(name)?];
+        // An offset beyond what memory can hold is past the end of any file here.
+        let mut offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        let mut read = 0;
+        for part in [&inode.synced, &inode.unsynced] {
+            if offset >= part.len() {
+                offset -= part.len();
+                continue;
+            }
+            let count = (part.len() - offset).min(into.len() - read);
+            into[read..read + count].copy_from_slice(&part[offset..offset + count]);
+            read += count;
+            offset = 0;
+        }
+        Ok(read)
+    }
+
     fn create(&self, name: &str) -> io::Result<MemFile> {
         let mut dir = self.dir();
         if dir.names.contains_key(name) {
@@ -450,6 +469,21 @@ mod tests {
         assert_eq!(storage.bytes("a").unwrap(), b"1");
         file.append(b"2").unwrap();
         assert_eq!(storage.bytes("a").unwrap(), b"12");
+    }
+
+    #[test]
+    fn read_at_spans_synced_and_unsynced_bytes() {
+        let storage = MemStorage::new();
+        let mut file = write(&storage, "a", b"012", true);
+        file.append(b"345").unwrap();
+        let mut into = [0; 4];
+        assert_eq!(storage.read_at("a", 1, &mut into).unwrap(), 4);
+        assert_eq!(into, *b"1234");
+        assert_eq!(storage.read_at("a", 4, &mut into).unwrap(), 2);
+        assert_eq!(into[..2], *b"45");
+        assert_eq!(storage.read_at("a", 6, &mut into).unwrap(), 0);
+        assert_eq!(storage.read_at("a", u64::MAX, &mut into).unwrap(), 0);
+        assert_eq!(storage.read_at("b", 0, &mut into).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
