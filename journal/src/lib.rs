@@ -11,20 +11,30 @@
 //!   commit()  → one write, one fsync      recover(journal)                 → cut a torn tail
 //!                                         read_from(journal, S + 1, apply) → replay
 //!                                         JournalWriter::open(journal, .., &recovery)
+//!
+//!   follower thread, beside the writer
+//!   ──────────────────────────────────
+//!   JournalTail::open(journal, from)
+//!   read_through(committed, apply)  ×N    → each record once, up to what the writer committed
 //! ```
 //!
 //! - [`storage`]: the [`Storage`] trait, with [`FsStorage`] for disks and [`MemStorage`], which
-//!   models what a power loss keeps and injects failed writes and syncs.
+//!   models what a power loss keeps and injects failed writes and syncs. Files are read whole
+//!   ([`Storage::read`]) or from an offset into the caller's buffer ([`Storage::read_at`]).
 //! - [`record`]: the bytes of segments and records (also specified in `docs/formats.md`).
 //! - [`writer`]: [`JournalWriter`], group commit into segment files.
 //! - [`recover`](mod@recover): [`scan`], [`recover`](fn@recover) and [`read_from`], and the rule
 //!   that tells a crash's torn tail from damage that must stop the start.
+//! - [`tail`]: [`JournalTail`], a second reader that follows the journal while the writer appends,
+//!   through the seq it is told is committed; anything missing or bad up to there is an error,
+//!   never the end, and nothing after it is looked at.
 //! - [`snapshot`]: atomic snapshot files and loading the newest valid one.
 //! - [`archive`]: moving segments that a snapshot covers out of the journal.
 //!
 //! Invariants, as absences: a record's bytes are never rewritten once synced; a failed sync is
 //! never retried; recovery never cuts anything but the tail of the last segment; a snapshot is
-//! never deleted for being invalid.
+//! never deleted for being invalid; a tail never looks at a record past the seq it is told is
+//! committed.
 
 pub mod archive;
 pub mod error;
@@ -34,6 +44,7 @@ pub mod recover;
 pub mod rng;
 pub mod snapshot;
 pub mod storage;
+pub mod tail;
 pub mod writer;
 
 pub use archive::archive_segments_before;
@@ -47,4 +58,5 @@ pub use snapshot::{
     LoadedSnapshot, SnapshotInfo,
 };
 pub use storage::{FsFile, FsStorage, Storage, StorageFile};
+pub use tail::JournalTail;
 pub use writer::{CommitStats, JournalConfig, JournalWriter};

@@ -87,7 +87,8 @@ impl SegmentInfo {
     }
 }
 
-/// One record as [`read_from`] delivers it, borrowing the segment's bytes.
+/// One record as [`read_from`] and [`JournalTail::read_through`](crate::JournalTail::read_through)
+/// deliver it, borrowing the bytes they read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {
     /// Sequence number.
