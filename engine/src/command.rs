@@ -214,8 +214,11 @@ pub enum Capacity {
 /// A business refusal. It is journaled and replayed like any other outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
-    /// The marked lines could not be served whole from any candidate warehouse.
-    OutOfStock { lines: LineMask },
+    /// The marked `lines` could not be served whole from any candidate warehouse. `elsewhere`, a
+    /// subset of `lines`, marks those whose SKU has the whole quantity available in some warehouse
+    /// that is not a candidate: when it equals `lines`, the order is not deliverable rather than
+    /// out of stock, and the caller learns so from this one answer.
+    OutOfStock { lines: LineMask, elsewhere: LineMask },
     /// The marked lines would take the buyer over the SKU's per-buyer limit.
     PurchaseLimitExceeded { lines: LineMask },
     /// Setting `on_hand` below the units reserved in that warehouse.

@@ -319,7 +319,8 @@ impl Engine {
             }
         }
         if !out_of_stock.is_empty() {
-            return Err(Rejection::OutOfStock { lines: out_of_stock });
+            let elsewhere = self.available_elsewhere(requests, out_of_stock, warehouses);
+            return Err(Rejection::OutOfStock { lines: out_of_stock, elsewhere });
         }
 
         let mut lines = Lines::default();
@@ -381,6 +382,35 @@ impl Engine {
             let index = self.find_cell(sku, warehouse)?;
             (self.cells[index as usize].level.available() >= quantity).then_some(index)
         })
+    }
+
+    /// Of the `refused` lines, those whose SKU has a cell outside the candidate `warehouses` with
+    /// the line's whole quantity available. Walks each refused SKU's cell chain once; runs only on
+    /// a refusal, so the reservation path pays nothing for it.
+    fn available_elsewhere(
+        &self,
+        requests: &LineRequests,
+        refused: LineMask,
+        warehouses: &WarehouseChoices,
+    ) -> LineMask {
+        let mut elsewhere = LineMask::default();
+        for (index, request) in requests.as_slice().iter().enumerate() {
+            if !refused.contains(index) {
+                continue;
+            }
+            let mut cell_index = self.skus[request.sku.0 as usize].first_cell;
+            while cell_index != NO_CELL {
+                let cell = &self.cells[cell_index as usize];
+                if cell.level.available() >= request.quantity
+                    && !warehouses.as_slice().contains(&cell.warehouse)
+                {
+                    elsewhere.set(index);
+                    break;
+                }
+                cell_index = cell.next;
+            }
+        }
+        elsewhere
     }
 
     fn commit(

@@ -104,9 +104,48 @@ fn reservation_is_all_or_nothing() {
     let outcome = h.reserve(7, &[(1, 2), (2, 2)], &[0]);
     let mut expected = LineMask::default();
     expected.set(1);
-    assert_eq!(outcome, Outcome::Rejected(Rejection::OutOfStock { lines: expected }));
+    assert_eq!(
+        outcome,
+        Outcome::Rejected(Rejection::OutOfStock { lines: expected, elsewhere: LineMask(0) })
+    );
     assert_eq!(h.available(1, 0), 5, "the first line must not stay reserved");
     assert_eq!(h.engine.live_orders(), 0);
+}
+
+#[test]
+fn out_of_stock_marks_the_lines_a_warehouse_outside_the_candidates_could_serve() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 1);
+    h.stock(1, 2, 5); // enough, but not a candidate
+    h.stock(2, 2, 1); // not a candidate, and not enough either
+    h.stock(3, 3, 9); // enough outside the candidates; a candidate has it too
+    h.stock(3, 1, 2);
+    h.stock(4, 0, 0); // no units anywhere
+    let outcome = h.reserve(7, &[(1, 3), (2, 2), (3, 2), (4, 1)], &[0, 1]);
+    let (mut lines, mut elsewhere) = (LineMask::default(), LineMask::default());
+    for index in [0, 1, 3] {
+        lines.set(index);
+    }
+    elsewhere.set(0);
+    assert_eq!(outcome, Outcome::Rejected(Rejection::OutOfStock { lines, elsewhere }));
+    assert_eq!(h.available(3, 1), 2, "a refusal reserves nothing");
+
+    // Every refused line elsewhere: the order is not deliverable from these candidates.
+    let outcome = h.reserve(7, &[(1, 3), (3, 9)], &[0, 1]);
+    let mut both = LineMask::default();
+    both.set(0);
+    both.set(1);
+    assert_eq!(outcome, Outcome::Rejected(Rejection::OutOfStock { lines: both, elsewhere: both }));
+
+    // Units reserved by another order are not available elsewhere either.
+    order_of(h.reserve(8, &[(1, 5)], &[2]));
+    let outcome = h.reserve(7, &[(1, 3)], &[0, 1]);
+    let mut first = LineMask::default();
+    first.set(0);
+    assert_eq!(
+        outcome,
+        Outcome::Rejected(Rejection::OutOfStock { lines: first, elsewhere: LineMask(0) })
+    );
 }
 
 #[test]

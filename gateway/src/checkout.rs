@@ -335,7 +335,7 @@ async fn place_order(
     let applied = crate::submit(&services.engine, command).await?;
     let (order, expires_at, reserved) = match applied.outcome {
         Outcome::Reserved { order, expires_at, lines } => (order, expires_at, lines),
-        Outcome::Rejected(Rejection::OutOfStock { lines: mask }) => {
+        Outcome::Rejected(Rejection::OutOfStock { lines: mask, .. }) => {
             return Err(stock_refusal(services, &lines, mask, warehouses).await?);
         }
         Outcome::Rejected(Rejection::PurchaseLimitExceeded { lines: mask }) => {

@@ -203,7 +203,19 @@ impl Model {
             }
         }
         if !out_of_stock.is_empty() {
-            return Err(Rejection::OutOfStock { lines: out_of_stock });
+            // Refused lines that some warehouse outside the candidates could serve whole.
+            let mut elsewhere = LineMask::default();
+            for (index, request) in requests.iter().enumerate() {
+                let served_elsewhere = self.stock.iter().any(|(&(sku, warehouse), level)| {
+                    sku == request.sku
+                        && !warehouses.contains(&warehouse)
+                        && level.on_hand - level.reserved >= request.quantity
+                });
+                if out_of_stock.contains(index) && served_elsewhere {
+                    elsewhere.set(index);
+                }
+            }
+            return Err(Rejection::OutOfStock { lines: out_of_stock, elsewhere });
         }
 
         let mut counted = Vec::new();

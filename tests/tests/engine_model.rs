@@ -390,7 +390,10 @@ fn kind(command: &Command, outcome: &Outcome) -> String {
         }
         Outcome::Rejected(Rejection::WrongState { .. }) => "WrongState".into(),
         Outcome::Rejected(Rejection::AlreadyResolved { .. }) => "AlreadyResolved".into(),
-        Outcome::Rejected(Rejection::OutOfStock { .. }) => "OutOfStock".into(),
+        Outcome::Rejected(Rejection::OutOfStock { elsewhere, .. }) if elsewhere.is_empty() => {
+            "OutOfStock".into()
+        }
+        Outcome::Rejected(Rejection::OutOfStock { .. }) => "OutOfStock(elsewhere)".into(),
         Outcome::Rejected(Rejection::PurchaseLimitExceeded { .. }) => {
             "PurchaseLimitExceeded".into()
         }
@@ -427,6 +430,7 @@ fn generated_sequences_reach_every_outcome() {
         "WrongState",
         "AlreadyResolved",
         "OutOfStock",
+        "OutOfStock(elsewhere)",
         "PurchaseLimitExceeded",
         "BelowReserved",
         "UnknownOrder",
