@@ -129,6 +129,31 @@ impl LineMask {
     }
 }
 
+/// When a reservation's deadline falls. The engine turns it into an absolute [`Timestamp`] when it
+/// applies the `Reserve`, and answers and announces only that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// At this instant, as the sender computed it (journals written before `After` existed hold
+    /// only these).
+    At(Timestamp),
+    /// `ttl_ns` nanoseconds after the stamp the sequencer gives the `Reserve`. The deadline then
+    /// comes from the same clock as every other decision, never from the sender's clock, and a
+    /// command that waited in a queue still gets its whole time to live.
+    After { ttl_ns: u64 },
+}
+
+impl Expiry {
+    /// The deadline of a reservation stamped `at`: `None` when it overflows or is not after `at`,
+    /// which the engine refuses as [`Rejection::Invalid`].
+    pub fn deadline(self, at: Timestamp) -> Option<Timestamp> {
+        let deadline = match self {
+            Self::At(deadline) => deadline,
+            Self::After { ttl_ns } => Timestamp(at.0.checked_add(ttl_ns)?),
+        };
+        (deadline > at).then_some(deadline)
+    }
+}
+
 /// Why a pending reservation was released before payment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReleaseReason {
@@ -152,10 +177,11 @@ pub enum Command {
         per_buyer: Option<u32>,
     },
     /// Reserves every line or none. Each line is taken whole from the first warehouse in
-    /// `warehouses` that has the quantity available. The order id is the command's sequence.
+    /// `warehouses` that has the quantity available. The order id is the command's sequence; the
+    /// order expires at the deadline `expiry` gives for the command's stamp.
     Reserve {
         buyer: BuyerId,
-        expires_at: Timestamp,
+        expiry: Expiry,
         lines: LineRequests,
         warehouses: WarehouseChoices,
     },
@@ -232,7 +258,8 @@ pub enum Rejection {
     /// The reservation's deadline passed before the command arrived; the order expired now.
     Expired,
     /// A request the gateway should never send: empty lines, zero quantity, no warehouses,
-    /// the same SKU twice, an id outside the limits, an arithmetic overflow.
+    /// the same SKU twice, an id outside the limits, a deadline not after the command's stamp, an
+    /// arithmetic overflow.
     Invalid,
     /// A named limit is reached; the command changed nothing.
     CapacityReached { capacity: Capacity },

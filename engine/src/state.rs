@@ -14,9 +14,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use crate::command::{
-    BuyerId, Capacity, Command, Event, Line, LineMask, LineRequests, Lines, OrderId, OrderState,
-    Outcome, Rejection, ReleaseReason, Sequence, SkuId, StockLevel, Timestamp, WarehouseChoices,
-    WarehouseId,
+    BuyerId, Capacity, Command, Event, Expiry, Line, LineMask, LineRequests, Lines, OrderId,
+    OrderState, Outcome, Rejection, ReleaseReason, Sequence, SkuId, StockLevel, Timestamp,
+    WarehouseChoices, WarehouseId,
 };
 use crate::hash::{fnv1a64, FixedState, OrderIdState};
 use crate::limits::{Limits, LINES_PER_ORDER_MAX};
@@ -208,15 +208,9 @@ impl Engine {
                 self.set_stock(sku, warehouse, on_hand, events)
             }
             &Command::SetBuyerLimit { sku, per_buyer } => self.set_buyer_limit(sku, per_buyer),
-            Command::Reserve { buyer, expires_at, lines, warehouses } => self.reserve(
-                OrderId(sequence.0),
-                at,
-                *buyer,
-                *expires_at,
-                lines,
-                warehouses,
-                events,
-            ),
+            Command::Reserve { buyer, expiry, lines, warehouses } => {
+                self.reserve(OrderId(sequence.0), at, *buyer, *expiry, lines, warehouses, events)
+            }
             &Command::Commit { order } => self.commit(order, at, events),
             &Command::Release { order, reason } => self.release(order, at, reason, events),
             Command::Expire => Ok(Outcome::ExpiredOrders { count: self.expire_due(at, events) }),
@@ -273,12 +267,12 @@ impl Engine {
         id: OrderId,
         at: Timestamp,
         buyer: BuyerId,
-        expires_at: Timestamp,
+        expiry: Expiry,
         requests: &LineRequests,
         warehouses: &WarehouseChoices,
         events: &mut impl EventSink,
     ) -> Result<Outcome, Rejection> {
-        self.check_reserve_request(at, expires_at, requests, warehouses)?;
+        let expires_at = self.check_reserve_request(at, expiry, requests, warehouses)?;
         if self.order_slots.len() >= self.limits.orders_max as usize {
             return Err(Rejection::CapacityReached { capacity: Capacity::Orders });
         }
@@ -353,14 +347,16 @@ impl Engine {
         Ok(Outcome::Reserved { order: id, expires_at, lines })
     }
 
+    /// Validates a request and returns its deadline.
     fn check_reserve_request(
         &self,
         at: Timestamp,
-        expires_at: Timestamp,
+        expiry: Expiry,
         requests: &LineRequests,
         warehouses: &WarehouseChoices,
-    ) -> Result<(), Rejection> {
-        if requests.is_empty() || warehouses.is_empty() || expires_at <= at {
+    ) -> Result<Timestamp, Rejection> {
+        let expires_at = expiry.deadline(at).ok_or(Rejection::Invalid)?;
+        if requests.is_empty() || warehouses.is_empty() {
             return Err(Rejection::Invalid);
         }
         for &warehouse in warehouses.as_slice() {
@@ -373,7 +369,7 @@ impl Engine {
                 return Err(Rejection::Invalid);
             }
         }
-        Ok(())
+        Ok(expires_at)
     }
 
     /// The first candidate warehouse holding `quantity` available units of `sku`, as a cell index.

@@ -3,7 +3,7 @@
 
 use surge_engine::codec::{decode_command, encode_command};
 use surge_engine::{
-    BuyerId, Capacity, Command, Engine, Event, Limits, LineMask, LineRequest, LineRequests,
+    BuyerId, Capacity, Command, Engine, Event, Expiry, Limits, LineMask, LineRequest, LineRequests,
     OrderId, OrderState, Outcome, Rejection, ReleaseReason, Sequence, SkuId, Timestamp,
     WarehouseChoices, WarehouseId,
 };
@@ -51,22 +51,40 @@ impl Harness {
         assert!(matches!(outcome, Outcome::StockSet(_)), "{outcome:?}");
     }
 
+    /// Reserves with a deadline 100 ns after the command's stamp.
     fn reserve(&mut self, buyer: u64, lines: &[(u32, u32)], warehouses: &[u16]) -> Outcome {
-        let lines: Vec<LineRequest> = lines
-            .iter()
-            .map(|&(sku, quantity)| LineRequest { sku: SkuId(sku), quantity })
-            .collect();
-        let warehouses: Vec<WarehouseId> = warehouses.iter().map(|&w| WarehouseId(w)).collect();
-        self.run(Command::Reserve {
-            buyer: BuyerId(buyer),
-            expires_at: Timestamp(self.now + 100),
-            lines: LineRequests::from_slice(&lines).unwrap(),
-            warehouses: WarehouseChoices::from_slice(&warehouses).unwrap(),
-        })
+        self.reserve_expiring(buyer, Expiry::After { ttl_ns: 100 }, lines, warehouses)
+    }
+
+    fn reserve_expiring(
+        &mut self,
+        buyer: u64,
+        expiry: Expiry,
+        lines: &[(u32, u32)],
+        warehouses: &[u16],
+    ) -> Outcome {
+        self.run(reserve_command(buyer, expiry, lines, warehouses))
     }
 
     fn available(&self, sku: u32, warehouse: u16) -> u32 {
         self.engine.stock(SkuId(sku), WarehouseId(warehouse)).unwrap().available()
+    }
+}
+
+fn reserve_command(
+    buyer: u64,
+    expiry: Expiry,
+    lines: &[(u32, u32)],
+    warehouses: &[u16],
+) -> Command {
+    let lines: Vec<LineRequest> =
+        lines.iter().map(|&(sku, quantity)| LineRequest { sku: SkuId(sku), quantity }).collect();
+    let warehouses: Vec<WarehouseId> = warehouses.iter().map(|&w| WarehouseId(w)).collect();
+    Command::Reserve {
+        buyer: BuyerId(buyer),
+        expiry,
+        lines: LineRequests::from_slice(&lines).unwrap(),
+        warehouses: WarehouseChoices::from_slice(&warehouses).unwrap(),
     }
 }
 
@@ -196,6 +214,73 @@ fn deadlines_expire_orders_and_a_late_payment_is_refused() {
     assert_eq!(h.run(Command::Commit { order: late }), Outcome::Rejected(Rejection::Expired));
     assert_eq!(h.available(1, 0), 2);
     assert_eq!(h.run(Command::Expire), Outcome::ExpiredOrders { count: 0 });
+}
+
+#[test]
+fn a_time_to_live_counts_from_the_stamp_the_sequencer_gives_the_command() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 3);
+    // The sender asked at 1_000; the command waited and was stamped at 1_700.
+    h.now = 1_700;
+    let outcome = h.reserve_expiring(1, Expiry::After { ttl_ns: 500 }, &[(1, 1)], &[0]);
+    let Outcome::Reserved { order, expires_at, .. } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(expires_at, Timestamp(2_200), "the stamp plus the time to live");
+    assert_eq!(h.engine.order(order).unwrap().expires_at, Timestamp(2_200));
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::OrderReserved { expires_at: Timestamp(2_200), .. })));
+    // An absolute deadline is taken as sent.
+    let outcome = h.reserve_expiring(2, Expiry::At(Timestamp(1_701)), &[(1, 1)], &[0]);
+    assert!(matches!(outcome, Outcome::Reserved { expires_at: Timestamp(1_701), .. }));
+
+    h.now = 2_199;
+    assert_eq!(h.run(Command::Expire), Outcome::ExpiredOrders { count: 1 }, "only the second");
+    h.now = 2_200;
+    assert_eq!(h.run(Command::Commit { order }), Outcome::Rejected(Rejection::Expired));
+}
+
+#[test]
+fn a_deadline_that_overflows_or_is_not_after_the_stamp_is_invalid() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 3);
+    let stamp = h.now;
+    for expiry in [
+        Expiry::After { ttl_ns: u64::MAX },
+        Expiry::After { ttl_ns: u64::MAX - stamp + 1 },
+        Expiry::After { ttl_ns: 0 },
+        Expiry::At(Timestamp(stamp)),
+        Expiry::At(Timestamp(stamp - 1)),
+    ] {
+        assert_eq!(
+            h.reserve_expiring(1, expiry, &[(1, 1)], &[0]),
+            Outcome::Rejected(Rejection::Invalid),
+            "{expiry:?} stamped at {stamp}"
+        );
+        assert_eq!(h.available(1, 0), 3);
+    }
+    // The last representable instant is a deadline like any other.
+    let outcome =
+        h.reserve_expiring(1, Expiry::After { ttl_ns: u64::MAX - stamp }, &[(1, 1)], &[0]);
+    assert!(matches!(outcome, Outcome::Reserved { expires_at: Timestamp(u64::MAX), .. }));
+}
+
+#[test]
+fn both_kinds_of_expiry_survive_their_journal_encoding() {
+    for expiry in [
+        Expiry::At(Timestamp(0)),
+        Expiry::At(Timestamp(u64::MAX)),
+        Expiry::After { ttl_ns: 0 },
+        Expiry::After { ttl_ns: u64::MAX },
+    ] {
+        let command = reserve_command(3, expiry, &[(1, 2), (2, 1)], &[1, 0]);
+        let mut bytes = Vec::new();
+        encode_command(&command, &mut bytes);
+        assert_eq!(decode_command(&bytes), Ok(command));
+        // Tag 3 for an absolute deadline, as every journal before `After` wrote it; 10 otherwise.
+        let tag = if matches!(expiry, Expiry::At(_)) { 3 } else { 10 };
+        assert_eq!(bytes[0], tag, "{expiry:?}");
+    }
 }
 
 #[test]

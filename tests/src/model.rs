@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use surge_engine::{
-    BuyerId, Capacity, Command, Engine, Limits, Line, LineMask, LineRequests, Lines, OrderId,
-    OrderState, OrderView, Outcome, Rejection, ReleaseReason, Sequence, SkuId, StockLevel,
+    BuyerId, Capacity, Command, Engine, Expiry, Limits, Line, LineMask, LineRequests, Lines,
+    OrderId, OrderState, OrderView, Outcome, Rejection, ReleaseReason, Sequence, SkuId, StockLevel,
     Timestamp, WarehouseChoices, WarehouseId,
 };
 
@@ -66,8 +66,8 @@ impl Model {
                 self.set_stock(sku, warehouse, on_hand)
             }
             Command::SetBuyerLimit { sku, per_buyer } => self.set_buyer_limit(sku, per_buyer),
-            Command::Reserve { buyer, expires_at, lines, warehouses } => {
-                self.reserve(OrderId(sequence.0), at, buyer, expires_at, &lines, &warehouses)
+            Command::Reserve { buyer, expiry, lines, warehouses } => {
+                self.reserve(OrderId(sequence.0), at, buyer, expiry, &lines, &warehouses)
             }
             Command::Commit { order } => self.commit(order, at),
             Command::Release { order, reason } => self.release(order, at, reason),
@@ -137,7 +137,7 @@ impl Model {
         id: OrderId,
         at: Timestamp,
         buyer: BuyerId,
-        expires_at: Timestamp,
+        expiry: Expiry,
         requests: &LineRequests,
         warehouses: &WarehouseChoices,
     ) -> Result<Outcome, Rejection> {
@@ -145,10 +145,17 @@ impl Model {
         let requests = requests.as_slice();
         let warehouses = warehouses.as_slice();
 
+        // The deadline as sent, or the time to live after the command's stamp; in u128, where
+        // nothing overflows, so a deadline past the end of u64 time is simply out of range.
+        let deadline = match expiry {
+            Expiry::At(expires_at) => u128::from(expires_at.0),
+            Expiry::After { ttl_ns } => u128::from(at.0) + u128::from(ttl_ns),
+        };
         let skus: BTreeSet<SkuId> = requests.iter().map(|request| request.sku).collect();
         let invalid = requests.is_empty()
             || warehouses.is_empty()
-            || expires_at <= at
+            || deadline <= u128::from(at.0)
+            || deadline > u128::from(u64::MAX)
             || skus.len() != requests.len()
             || requests.iter().any(|request| request.quantity == 0)
             || requests.iter().any(|request| !self.sku_is_valid(request.sku))
@@ -156,6 +163,7 @@ impl Model {
         if invalid {
             return Err(Rejection::Invalid);
         }
+        let expires_at = Timestamp(u64::try_from(deadline).expect("checked above"));
 
         if self.orders.len() >= self.limits.orders_max as usize {
             return Err(Rejection::CapacityReached { capacity: Capacity::Orders });

@@ -10,7 +10,7 @@
 use proptest::prelude::*;
 use surge_engine::codec::{decode_command, encode_command};
 use surge_engine::{
-    BuyerId, Command, DiscardEvents, Engine, Limits, LineRequest, LineRequests, OrderId,
+    BuyerId, Command, DiscardEvents, Engine, Expiry, Limits, LineRequest, LineRequests, OrderId,
     ReleaseReason, Sequence, SkuId, Timestamp, WarehouseChoices, WarehouseId,
 };
 use surge_journal::record::{decode_record, decode_segment_header, encode_record};
@@ -23,13 +23,13 @@ const LIMITS: Limits = Limits {
     buyer_counters_max: 8,
 };
 
-fn reserve(buyer: u64, lines: &[(u32, u32)], warehouses: &[u16]) -> Command {
+fn reserve(buyer: u64, expiry: Expiry, lines: &[(u32, u32)], warehouses: &[u16]) -> Command {
     let lines: Vec<LineRequest> =
         lines.iter().map(|&(sku, quantity)| LineRequest { sku: SkuId(sku), quantity }).collect();
     let warehouses: Vec<WarehouseId> = warehouses.iter().map(|&w| WarehouseId(w)).collect();
     Command::Reserve {
         buyer: BuyerId(buyer),
-        expires_at: Timestamp(1_000_000),
+        expiry,
         lines: LineRequests::from_slice(&lines).unwrap(),
         warehouses: WarehouseChoices::from_slice(&warehouses).unwrap(),
     }
@@ -41,7 +41,8 @@ fn commands() -> Vec<Command> {
         Command::SetStock { sku: SkuId(3), warehouse: WarehouseId(1), on_hand: 70_000 },
         Command::SetBuyerLimit { sku: SkuId(2), per_buyer: Some(4) },
         Command::SetBuyerLimit { sku: SkuId(2), per_buyer: None },
-        reserve(7, &[(1, 2), (3, 1), (5, 9)], &[2, 0, 1]),
+        reserve(7, Expiry::At(Timestamp(1_000_000)), &[(1, 2), (3, 1), (5, 9)], &[2, 0, 1]),
+        reserve(8, Expiry::After { ttl_ns: 900_000_000_000 }, &[(4, 1), (2, 3)], &[3, 1]),
         Command::Commit { order: OrderId(41) },
         Command::Release { order: OrderId(42), reason: ReleaseReason::PaymentFailed },
         Command::Release { order: OrderId(43), reason: ReleaseReason::Cancelled },
@@ -67,9 +68,10 @@ fn snapshot() -> Vec<u8> {
         apply(&mut engine, command);
     }
     apply(&mut engine, Command::SetBuyerLimit { sku: SkuId(1), per_buyer: Some(3) });
-    apply(&mut engine, reserve(1, &[(1, 2), (3, 1)], &[0, 1]));
-    apply(&mut engine, reserve(2, &[(5, 1)], &[0]));
-    apply(&mut engine, reserve(3, &[(1, 1), (3, 2)], &[2, 1]));
+    let hour = Expiry::After { ttl_ns: 3_600_000_000_000 };
+    apply(&mut engine, reserve(1, hour, &[(1, 2), (3, 1)], &[0, 1]));
+    apply(&mut engine, reserve(2, Expiry::At(Timestamp(1_000_000)), &[(5, 1)], &[0]));
+    apply(&mut engine, reserve(3, hour, &[(1, 1), (3, 2)], &[2, 1]));
     // Order ids are the sequences of their reservations: 6, 7 and 8.
     apply(&mut engine, Command::Commit { order: OrderId(7) });
     apply(&mut engine, Command::Commit { order: OrderId(8) });
@@ -83,7 +85,10 @@ fn snapshot() -> Vec<u8> {
 
 fn framed_record() -> Vec<u8> {
     let mut payload = Vec::new();
-    encode_command(&reserve(7, &[(1, 2), (3, 1)], &[2, 0]), &mut payload);
+    encode_command(
+        &reserve(7, Expiry::After { ttl_ns: 1 }, &[(1, 2), (3, 1)], &[2, 0]),
+        &mut payload,
+    );
     let mut bytes = Vec::new();
     encode_record(&mut bytes, 12, 34, 1, &payload);
     bytes
