@@ -239,6 +239,7 @@ impl Workload {
         Command::Reserve {
             buyer: BuyerId(self.rng.below(1_000_000)),
             expiry: Expiry::After { ttl_ns: ttl },
+            cart: None,
             lines,
             warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).expect("one warehouse fits"),
         }

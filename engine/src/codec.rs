@@ -7,8 +7,8 @@
 //! allocation once the caller's buffer has grown.
 
 use crate::command::{
-    BuyerId, Command, Expiry, LineRequest, LineRequests, OrderId, ReleaseReason, SkuId, Timestamp,
-    WarehouseChoices, WarehouseId,
+    BuyerId, CartVersion, Command, Expiry, LineRequest, LineRequests, OrderId, ReleaseReason,
+    SkuId, Timestamp, WarehouseChoices, WarehouseId,
 };
 use crate::wire::{put_u16, put_u32, put_u64, Reader, Truncated};
 
@@ -27,7 +27,8 @@ mod tag {
     pub const DELIVER: u8 = 9;
     /// A `Reserve` with an expiry of either kind and an optional cart claim. Tag 3 stays for the
     /// reserves it can express (an absolute deadline and no cart), so those keep their old bytes
-    /// and journals written before tag 10 existed read the same forever.
+    /// and journals written before tag 10 existed read the same forever. A tag 10 record of such
+    /// a reserve decodes too, though this encoder never writes one.
     pub const RESERVE_EXPIRY_CART: u8 = 10;
 }
 
@@ -88,21 +89,29 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
                 }
             }
         }
-        Command::Reserve { buyer, expiry, ref lines, ref warehouses } => {
-            match expiry {
-                Expiry::At(expires_at) => {
-                    out.push(tag::RESERVE);
-                    put_u64(out, buyer.0);
-                    put_u64(out, expires_at.0);
-                }
-                Expiry::After { ttl_ns } => {
-                    out.push(tag::RESERVE_EXPIRY_CART);
-                    put_u64(out, buyer.0);
-                    out.push(expiry_kind::AFTER);
-                    put_u64(out, ttl_ns);
-                    // No cart claim.
-                    out.push(0);
-                    put_u64(out, 0);
+        Command::Reserve { buyer, expiry, cart, ref lines, ref warehouses } => {
+            if let (Expiry::At(expires_at), None) = (expiry, cart) {
+                out.push(tag::RESERVE);
+                put_u64(out, buyer.0);
+                put_u64(out, expires_at.0);
+            } else {
+                out.push(tag::RESERVE_EXPIRY_CART);
+                put_u64(out, buyer.0);
+                let (kind, nanos) = match expiry {
+                    Expiry::At(expires_at) => (expiry_kind::AT, expires_at.0),
+                    Expiry::After { ttl_ns } => (expiry_kind::AFTER, ttl_ns),
+                };
+                out.push(kind);
+                put_u64(out, nanos);
+                match cart {
+                    Some(version) => {
+                        out.push(1);
+                        put_u64(out, version.0);
+                    }
+                    None => {
+                        out.push(0);
+                        put_u64(out, 0);
+                    }
                 }
             }
             put_lines_and_warehouses(out, lines, warehouses);
@@ -186,7 +195,7 @@ pub fn decode_command(payload: &[u8]) -> Result<Command, DecodeError> {
             let buyer = BuyerId(input.u64()?);
             let expiry = Expiry::At(Timestamp(input.u64()?));
             let (lines, warehouses) = read_lines_and_warehouses(&mut input)?;
-            Command::Reserve { buyer, expiry, lines, warehouses }
+            Command::Reserve { buyer, expiry, cart: None, lines, warehouses }
         }
         tag::RESERVE_EXPIRY_CART => {
             let buyer = BuyerId(input.u64()?);
@@ -197,13 +206,15 @@ pub fn decode_command(payload: &[u8]) -> Result<Command, DecodeError> {
                 expiry_kind::AFTER => Expiry::After { ttl_ns: nanos },
                 _ => return Err(DecodeError::Invalid("expiry kind")),
             };
-            let cart_present = input.u8()?;
-            let cart_version = input.u64()?;
-            if cart_present != 0 || cart_version != 0 {
-                return Err(DecodeError::Invalid("cart"));
-            }
+            let present = input.u8()?;
+            let version = input.u64()?;
+            let cart = match present {
+                0 if version == 0 => None,
+                1 => Some(CartVersion(version)),
+                _ => return Err(DecodeError::Invalid("cart")),
+            };
             let (lines, warehouses) = read_lines_and_warehouses(&mut input)?;
-            Command::Reserve { buyer, expiry, lines, warehouses }
+            Command::Reserve { buyer, expiry, cart, lines, warehouses }
         }
         tag::COMMIT => Command::Commit { order: OrderId(input.u64()?) },
         tag::RELEASE => {

@@ -24,6 +24,12 @@ pub struct OrderId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct BuyerId(pub u64);
 
+/// A version of one buyer's cart, as the cart service numbers them. The versions of one buyer's
+/// cart only grow, so a checkout of a version at or below one already checked out is the same cart
+/// again (a retried or duplicated request) or an older state of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct CartVersion(pub u64);
+
 /// Nanoseconds since the Unix epoch, as stamped by the sequencer. The engine never reads a clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub u64);
@@ -179,9 +185,15 @@ pub enum Command {
     /// Reserves every line or none. Each line is taken whole from the first warehouse in
     /// `warehouses` that has the quantity available. The order id is the command's sequence; the
     /// order expires at the deadline `expiry` gives for the command's stamp.
+    ///
+    /// `cart: Some(version)` is a checkout of that version of the buyer's cart: it is refused with
+    /// [`Rejection::CartAlreadyCheckedOut`] while a live order of the buyer claims that version or
+    /// a newer one, and once reserved the order claims it (until it leaves engine memory). `None`
+    /// (buy now) neither checks nor claims.
     Reserve {
         buyer: BuyerId,
         expiry: Expiry,
+        cart: Option<CartVersion>,
         lines: LineRequests,
         warehouses: WarehouseChoices,
     },
@@ -257,6 +269,9 @@ pub enum Rejection {
     AlreadyResolved { state: OrderState },
     /// The reservation's deadline passed before the command arrived; the order expired now.
     Expired,
+    /// A live order of the buyer already claims this cart version or a newer one: the checkout is
+    /// a duplicate (or of an older cart) and changed nothing.
+    CartAlreadyCheckedOut,
     /// A request the gateway should never send: empty lines, zero quantity, no warehouses,
     /// the same SKU twice, an id outside the limits, a deadline not after the command's stamp, an
     /// arithmetic overflow.

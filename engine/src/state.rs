@@ -9,13 +9,18 @@
 //! Stock is a pool of cells, one per SKU per warehouse that ever had stock set, chained per SKU. A
 //! live order occupies a slot in a slab; when it reaches a terminal state it is announced in an event
 //! and its slot is freed, so memory is bounded by live orders, not by history.
+//!
+//! A checkout of a cart claims the cart's version for its buyer while its order is live, so that a
+//! duplicated or retried checkout of the same cart cannot reserve a second time (see
+//! [`Command::Reserve`]). Claims are one map entry per buyer, each naming a live order of that
+//! buyer, so they too are bounded by live orders.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use crate::command::{
-    BuyerId, Capacity, Command, Event, Expiry, Line, LineMask, LineRequests, Lines, OrderId,
-    OrderState, Outcome, Rejection, ReleaseReason, Sequence, SkuId, StockLevel, Timestamp,
+    BuyerId, Capacity, CartVersion, Command, Event, Expiry, Line, LineMask, LineRequests, Lines,
+    OrderId, OrderState, Outcome, Rejection, ReleaseReason, Sequence, SkuId, StockLevel, Timestamp,
     WarehouseChoices, WarehouseId,
 };
 use crate::hash::{fnv1a64, FixedState, OrderIdState};
@@ -92,6 +97,9 @@ struct Order {
     /// Lines whose units were added to a per-buyer counter when reserved, so that exactly those are
     /// taken off again if the order does not complete.
     counted: LineMask,
+    /// Whether the buyer's cart claim names this order. Kept beside the order so that retiring one
+    /// that claims nothing (every buy-now order) never looks at the claims.
+    claims_cart: bool,
 }
 
 /// A read-only view of a live order.
@@ -149,6 +157,10 @@ pub struct Engine {
     /// and skipped when they surface; the heap is compacted when it fills (see `schedule_expiry`).
     expiry: BinaryHeap<Reverse<(Timestamp, OrderId)>>,
     buyer_units: HashMap<(BuyerId, SkuId), u32, FixedState>,
+    /// Per buyer, the newest cart version a live order claimed, and that order. Every entry names a
+    /// live order of its buyer (whose `claims_cart` is set), so there are never more entries than
+    /// live orders, and the map is allocated for `orders_max`.
+    cart_claims: HashMap<BuyerId, (CartVersion, OrderId), FixedState>,
 }
 
 impl Engine {
@@ -172,6 +184,7 @@ impl Engine {
                 limits.buyer_counters_max as usize,
                 FixedState::default(),
             ),
+            cart_claims: HashMap::with_capacity_and_hasher(orders_max, FixedState::default()),
         }
     }
 
@@ -208,9 +221,16 @@ impl Engine {
                 self.set_stock(sku, warehouse, on_hand, events)
             }
             &Command::SetBuyerLimit { sku, per_buyer } => self.set_buyer_limit(sku, per_buyer),
-            Command::Reserve { buyer, expiry, lines, warehouses } => {
-                self.reserve(OrderId(sequence.0), at, *buyer, *expiry, lines, warehouses, events)
-            }
+            Command::Reserve { buyer, expiry, cart, lines, warehouses } => self.reserve(
+                OrderId(sequence.0),
+                at,
+                *buyer,
+                *expiry,
+                *cart,
+                lines,
+                warehouses,
+                events,
+            ),
             &Command::Commit { order } => self.commit(order, at, events),
             &Command::Release { order, reason } => self.release(order, at, reason, events),
             Command::Expire => Ok(Outcome::ExpiredOrders { count: self.expire_due(at, events) }),
@@ -268,11 +288,21 @@ impl Engine {
         at: Timestamp,
         buyer: BuyerId,
         expiry: Expiry,
+        cart: Option<CartVersion>,
         requests: &LineRequests,
         warehouses: &WarehouseChoices,
         events: &mut impl EventSink,
     ) -> Result<Outcome, Rejection> {
         let expires_at = self.check_reserve_request(at, expiry, requests, warehouses)?;
+        // The claim is checked right after the request is known to be well formed: before the
+        // capacity check, because it is a final answer where `CapacityReached` says "try again"
+        // (a retried duplicate should learn at once that retrying cannot help), and before limits
+        // and stock, so a duplicate learns nothing about either.
+        if let Some(version) = cart {
+            if self.cart_claims.get(&buyer).is_some_and(|&(claimed, _)| claimed >= version) {
+                return Err(Rejection::CartAlreadyCheckedOut);
+            }
+        }
         if self.order_slots.len() >= self.limits.orders_max as usize {
             return Err(Rejection::CapacityReached { capacity: Capacity::Orders });
         }
@@ -340,8 +370,12 @@ impl Engine {
             lines,
             cells: chosen,
             counted,
+            claims_cart: cart.is_some(),
         };
         self.insert_order(order);
+        if let Some(version) = cart {
+            self.claim_cart(buyer, version, id);
+        }
         self.schedule_expiry(expires_at, id);
         events.emit(Event::OrderReserved { order: id, buyer, expires_at, lines });
         Ok(Outcome::Reserved { order: id, expires_at, lines })
@@ -378,6 +412,15 @@ impl Engine {
             let index = self.find_cell(sku, warehouse)?;
             (self.cells[index as usize].level.available() >= quantity).then_some(index)
         })
+    }
+
+    /// Makes `order` the holder of the buyer's cart claim, taking it from the older order that held
+    /// it, which stays live without a claim.
+    fn claim_cart(&mut self, buyer: BuyerId, version: CartVersion, order: OrderId) {
+        if let Some((_, superseded)) = self.cart_claims.insert(buyer, (version, order)) {
+            let slot = self.order_slots[&superseded];
+            self.orders[slot as usize].claims_cart = false;
+        }
     }
 
     /// Of the `refused` lines, those whose SKU has a cell outside the candidate `warehouses` with
@@ -601,6 +644,10 @@ impl Engine {
         let order = self.orders[slot as usize];
         self.order_slots.remove(&order.id);
         self.free_order_slots.push(slot);
+        if order.claims_cart {
+            let claim = self.cart_claims.remove(&order.buyer);
+            debug_assert_eq!(claim.map(|(_, claimant)| claimant), Some(order.id));
+        }
         events.emit(Event::OrderTransitioned {
             order: order.id,
             buyer: order.buyer,
@@ -707,6 +754,12 @@ impl Engine {
         })
     }
 
+    /// The buyer's cart claim: the newest cart version a live order of the buyer checked out, and
+    /// that order.
+    pub fn cart_claim(&self, buyer: BuyerId) -> Option<(CartVersion, OrderId)> {
+        self.cart_claims.get(&buyer).copied()
+    }
+
     pub fn live_orders(&self) -> usize {
         self.order_slots.len()
     }
@@ -747,6 +800,22 @@ impl Engine {
             );
         }
         assert!(self.buyer_units.values().all(|&units| units > 0), "empty buyer counter kept");
+        for (&buyer, &(_, order)) in &self.cart_claims {
+            let slot = self.order_slots.get(&order).expect("a cart claim names a live order");
+            let claimant = &self.orders[*slot as usize];
+            assert_eq!(
+                claimant.buyer, buyer,
+                "cart claim of {buyer:?} names another buyer's order"
+            );
+            assert!(claimant.claims_cart, "order {order:?} holds a claim it does not know of");
+        }
+        let claimants =
+            self.order_slots.values().filter(|&&slot| self.orders[slot as usize].claims_cart);
+        assert_eq!(
+            claimants.count(),
+            self.cart_claims.len(),
+            "an order claims a cart it does not hold"
+        );
         assert_eq!(self.order_slots.len() + self.free_order_slots.len(), self.orders.len());
     }
 
@@ -809,6 +878,16 @@ impl Engine {
             put_u32(out, sku.0);
             put_u32(out, units);
         }
+
+        let mut claims: Vec<(BuyerId, (CartVersion, OrderId))> =
+            self.cart_claims.iter().map(|(buyer, claim)| (*buyer, *claim)).collect();
+        claims.sort_unstable();
+        put_u32(out, u32::try_from(claims.len()).expect("claims fit u32"));
+        for (buyer, (version, order)) in claims {
+            put_u64(out, buyer.0);
+            put_u64(out, version.0);
+            put_u64(out, order.0);
+        }
     }
 
     /// Rebuilds an engine from [`Engine::encode_snapshot`] output, sized by `limits`.
@@ -816,7 +895,7 @@ impl Engine {
         let mut engine = Self::new(limits);
         let mut input = Reader::new(bytes);
         let version = input.u32()?;
-        if version != SNAPSHOT_VERSION {
+        if !(SNAPSHOT_VERSION_FIRST..=SNAPSHOT_VERSION).contains(&version) {
             return Err(SnapshotError::Version(version));
         }
         engine.last_sequence = Sequence(input.u64()?);
@@ -877,7 +956,16 @@ impl Engine {
             if state.is_terminal() || engine.order_slots.contains_key(&id) {
                 return Err(SnapshotError::Inconsistent("order state"));
             }
-            engine.insert_order(Order { id, buyer, expires_at, state, lines, cells, counted });
+            engine.insert_order(Order {
+                id,
+                buyer,
+                expires_at,
+                state,
+                lines,
+                cells,
+                counted,
+                claims_cart: false,
+            });
             if state == OrderState::PendingPayment {
                 engine.expiry.push(Reverse((expires_at, id)));
             }
@@ -889,6 +977,33 @@ impl Engine {
             }
             let key = (BuyerId(input.u64()?), SkuId(input.u32()?));
             engine.buyer_units.insert(key, input.u32()?);
+        }
+
+        // Version 1 was written before cart claims existed: it has none.
+        let claim_count = if version >= 2 { input.u32()? } else { 0 };
+        if claim_count > limits.orders_max {
+            return Err(SnapshotError::Limits("cart claims"));
+        }
+        let mut previous_buyer = None;
+        for _ in 0..claim_count {
+            let buyer = BuyerId(input.u64()?);
+            let version = CartVersion(input.u64()?);
+            let order = OrderId(input.u64()?);
+            // Strictly ascending buyers, as written: also refuses two claims of one buyer.
+            if previous_buyer.is_some_and(|previous| previous >= buyer) {
+                return Err(SnapshotError::Inconsistent("cart claims out of order or repeated"));
+            }
+            previous_buyer = Some(buyer);
+            let slot = *engine
+                .order_slots
+                .get(&order)
+                .ok_or(SnapshotError::Inconsistent("cart claim of an order that is not live"))?;
+            let claimant = &mut engine.orders[slot as usize];
+            if claimant.buyer != buyer {
+                return Err(SnapshotError::Inconsistent("cart claim of another buyer's order"));
+            }
+            claimant.claims_cart = true;
+            engine.cart_claims.insert(buyer, (version, order));
         }
         if !input.is_empty() {
             return Err(SnapshotError::Inconsistent("trailing bytes"));
@@ -943,7 +1058,10 @@ fn announce_stock(
     }
 }
 
-const SNAPSHOT_VERSION: u32 = 1;
+/// The version `encode_snapshot` writes: 2 added the cart claims.
+const SNAPSHOT_VERSION: u32 = 2;
+/// The oldest version `decode_snapshot` still reads.
+const SNAPSHOT_VERSION_FIRST: u32 = 1;
 
 /// The byte that stands for an order state in snapshots and command encodings.
 pub fn order_state_code(state: OrderState) -> u8 {

@@ -3,9 +3,9 @@
 
 use surge_engine::codec::{decode_command, encode_command};
 use surge_engine::{
-    BuyerId, Capacity, Command, Engine, Event, Expiry, Limits, LineMask, LineRequest, LineRequests,
-    OrderId, OrderState, Outcome, Rejection, ReleaseReason, Sequence, SkuId, Timestamp,
-    WarehouseChoices, WarehouseId,
+    BuyerId, Capacity, CartVersion, Command, Engine, Event, Expiry, Limits, LineMask, LineRequest,
+    LineRequests, OrderId, OrderState, Outcome, Rejection, ReleaseReason, Sequence, SkuId,
+    Timestamp, WarehouseChoices, WarehouseId,
 };
 
 struct Harness {
@@ -56,6 +56,19 @@ impl Harness {
         self.reserve_expiring(buyer, Expiry::After { ttl_ns: 100 }, lines, warehouses)
     }
 
+    /// Checks out `version` of the buyer's cart, with a deadline 100 ns after the stamp.
+    fn checkout(
+        &mut self,
+        buyer: u64,
+        version: u64,
+        lines: &[(u32, u32)],
+        warehouses: &[u16],
+    ) -> Outcome {
+        let expiry = Expiry::After { ttl_ns: 100 };
+        let cart = Some(CartVersion(version));
+        self.run(reserve_command(buyer, expiry, cart, lines, warehouses))
+    }
+
     fn reserve_expiring(
         &mut self,
         buyer: u64,
@@ -63,7 +76,7 @@ impl Harness {
         lines: &[(u32, u32)],
         warehouses: &[u16],
     ) -> Outcome {
-        self.run(reserve_command(buyer, expiry, lines, warehouses))
+        self.run(reserve_command(buyer, expiry, None, lines, warehouses))
     }
 
     fn available(&self, sku: u32, warehouse: u16) -> u32 {
@@ -74,6 +87,7 @@ impl Harness {
 fn reserve_command(
     buyer: u64,
     expiry: Expiry,
+    cart: Option<CartVersion>,
     lines: &[(u32, u32)],
     warehouses: &[u16],
 ) -> Command {
@@ -83,6 +97,7 @@ fn reserve_command(
     Command::Reserve {
         buyer: BuyerId(buyer),
         expiry,
+        cart,
         lines: LineRequests::from_slice(&lines).unwrap(),
         warehouses: WarehouseChoices::from_slice(&warehouses).unwrap(),
     }
@@ -273,7 +288,7 @@ fn both_kinds_of_expiry_survive_their_journal_encoding() {
         Expiry::After { ttl_ns: 0 },
         Expiry::After { ttl_ns: u64::MAX },
     ] {
-        let command = reserve_command(3, expiry, &[(1, 2), (2, 1)], &[1, 0]);
+        let command = reserve_command(3, expiry, None, &[(1, 2), (2, 1)], &[1, 0]);
         let mut bytes = Vec::new();
         encode_command(&command, &mut bytes);
         assert_eq!(decode_command(&bytes), Ok(command));
@@ -426,4 +441,265 @@ fn snapshot_round_trip_keeps_the_digest_and_the_behaviour() {
     assert!(h.engine.order(a).is_none());
     assert_eq!(h.engine.digest(), copy.engine.digest());
     assert!(Engine::decode_snapshot(Limits::TEST, &bytes[..bytes.len() - 1]).is_err());
+}
+
+fn claim(version: u64, order: OrderId) -> Option<(CartVersion, OrderId)> {
+    Some((CartVersion(version), order))
+}
+
+#[test]
+fn a_cart_version_is_checked_out_once_and_a_refused_duplicate_changes_nothing() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 5);
+    let first = order_of(h.checkout(7, 3, &[(1, 2)], &[0]));
+    assert_eq!(h.engine.cart_claim(BuyerId(7)), claim(3, first));
+
+    let mut before = Vec::new();
+    h.engine.encode_snapshot(&mut before);
+    for version in [3, 2, 0] {
+        assert_eq!(
+            h.checkout(7, version, &[(1, 2)], &[0]),
+            Outcome::Rejected(Rejection::CartAlreadyCheckedOut),
+            "version {version} after version 3"
+        );
+        assert!(h.events.is_empty(), "a refused duplicate announces nothing");
+    }
+    let mut after = Vec::new();
+    h.engine.encode_snapshot(&mut after);
+    // Only the header's last sequence and stamp moved.
+    assert_eq!(before[20..], after[20..], "a refused duplicate changes nothing");
+
+    // Claims are per buyer; buy now neither checks nor claims.
+    let other = order_of(h.checkout(8, 3, &[(1, 1)], &[0]));
+    assert_eq!(h.engine.cart_claim(BuyerId(8)), claim(3, other));
+    order_of(h.reserve(7, &[(1, 1)], &[0]));
+    assert_eq!(h.engine.cart_claim(BuyerId(7)), claim(3, first));
+
+    // A newer version of the cart is a new checkout; the older order stays live, unclaimed.
+    let second = order_of(h.checkout(7, 4, &[(1, 1)], &[0]));
+    assert_eq!(h.engine.cart_claim(BuyerId(7)), claim(4, second));
+    assert_eq!(h.engine.order(first).unwrap().state, OrderState::PendingPayment);
+    for version in [4, 3] {
+        assert_eq!(
+            h.checkout(7, version, &[(1, 1)], &[0]),
+            Outcome::Rejected(Rejection::CartAlreadyCheckedOut)
+        );
+    }
+}
+
+#[test]
+fn the_cart_check_follows_validation_and_precedes_capacity_limits_and_stock() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 2);
+    h.run(Command::SetBuyerLimit { sku: SkuId(1), per_buyer: Some(2) });
+    order_of(h.checkout(7, 1, &[(1, 2)], &[0]));
+    // A malformed request is the gateway's bug, whatever its cart.
+    assert_eq!(h.checkout(7, 1, &[(1, 0)], &[0]), Outcome::Rejected(Rejection::Invalid));
+    // Out of stock and over the limit, but a duplicate learns neither.
+    assert_eq!(
+        h.checkout(7, 1, &[(1, 1)], &[0]),
+        Outcome::Rejected(Rejection::CartAlreadyCheckedOut)
+    );
+    assert!(matches!(
+        h.checkout(7, 2, &[(1, 1)], &[0]),
+        Outcome::Rejected(Rejection::PurchaseLimitExceeded { .. })
+    ));
+
+    // With every order slot taken, a duplicate is still told that retrying cannot help.
+    h.stock(2, 0, 10_000);
+    while h.engine.live_orders() < Limits::TEST.orders_max as usize {
+        order_of(h.reserve(9, &[(2, 1)], &[0]));
+    }
+    assert_eq!(
+        h.checkout(7, 1, &[(2, 1)], &[0]),
+        Outcome::Rejected(Rejection::CartAlreadyCheckedOut)
+    );
+    assert_eq!(
+        h.checkout(7, 2, &[(2, 1)], &[0]),
+        Outcome::Rejected(Rejection::CapacityReached { capacity: Capacity::Orders })
+    );
+}
+
+/// How a checked-out order leaves engine memory, or moves on inside it.
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    Expired,
+    ExpiredAtALateCommit,
+    PaymentFailed,
+    CancelledBeforePayment,
+    CancelledAfterPayment,
+    Delivered,
+}
+
+#[test]
+fn a_claim_lasts_while_its_order_is_live_and_ends_with_it() {
+    for fate in [
+        Fate::Expired,
+        Fate::ExpiredAtALateCommit,
+        Fate::PaymentFailed,
+        Fate::CancelledBeforePayment,
+        Fate::CancelledAfterPayment,
+        Fate::Delivered,
+    ] {
+        let mut h = Harness::new();
+        h.stock(1, 0, 10);
+        let order = order_of(h.checkout(7, 3, &[(1, 1)], &[0]));
+        let duplicate_refused = |h: &mut Harness| {
+            assert_eq!(
+                h.checkout(7, 3, &[(1, 1)], &[0]),
+                Outcome::Rejected(Rejection::CartAlreadyCheckedOut),
+                "{fate:?}: the claim is kept while the order is live"
+            );
+        };
+        let paid = |h: &mut Harness| {
+            h.run(Command::Commit { order });
+            assert_eq!(h.engine.order(order).unwrap().state, OrderState::Confirmed);
+            duplicate_refused(h);
+        };
+        match fate {
+            Fate::Expired => {
+                h.now += 100;
+                assert_eq!(h.run(Command::Expire), Outcome::ExpiredOrders { count: 1 });
+            }
+            Fate::ExpiredAtALateCommit => {
+                h.now += 100;
+                assert_eq!(h.run(Command::Commit { order }), Outcome::Rejected(Rejection::Expired));
+            }
+            Fate::PaymentFailed => {
+                h.run(Command::Release { order, reason: ReleaseReason::PaymentFailed });
+            }
+            Fate::CancelledBeforePayment => {
+                h.run(Command::Release { order, reason: ReleaseReason::Cancelled });
+            }
+            Fate::CancelledAfterPayment => {
+                paid(&mut h);
+                h.run(Command::Cancel { order });
+            }
+            Fate::Delivered => {
+                paid(&mut h);
+                h.run(Command::Ship { order });
+                assert_eq!(h.engine.order(order).unwrap().state, OrderState::Shipped);
+                duplicate_refused(&mut h);
+                h.run(Command::Deliver { order });
+            }
+        }
+        assert!(h.engine.order(order).is_none(), "{fate:?}");
+        assert_eq!(h.engine.cart_claim(BuyerId(7)), None, "{fate:?}: the claim ended with it");
+        let again = order_of(h.checkout(7, 3, &[(1, 1)], &[0]));
+        assert_eq!(h.engine.cart_claim(BuyerId(7)), claim(3, again), "{fate:?}");
+    }
+}
+
+#[test]
+fn the_end_of_a_superseded_claim_s_order_leaves_the_newer_claim() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 10);
+    let older = order_of(h.checkout(7, 1, &[(1, 1)], &[0]));
+    let newer = order_of(h.checkout(7, 2, &[(1, 1)], &[0]));
+    h.run(Command::Release { order: older, reason: ReleaseReason::PaymentFailed });
+    assert_eq!(h.engine.cart_claim(BuyerId(7)), claim(2, newer));
+    assert_eq!(
+        h.checkout(7, 2, &[(1, 1)], &[0]),
+        Outcome::Rejected(Rejection::CartAlreadyCheckedOut)
+    );
+    h.run(Command::Commit { order: newer });
+    h.run(Command::Cancel { order: newer });
+    assert_eq!(h.engine.cart_claim(BuyerId(7)), None);
+}
+
+/// A snapshot's bytes with its cart claims (the end of the payload) replaced.
+fn with_claims(
+    snapshot: &[u8],
+    claims_now: usize,
+    count: u32,
+    claims: &[(u64, u64, u64)],
+) -> Vec<u8> {
+    let mut bytes = snapshot[..snapshot.len() - 4 - 24 * claims_now].to_vec();
+    bytes.extend_from_slice(&count.to_le_bytes());
+    for &(buyer, version, order) in claims {
+        for value in [buyer, version, order] {
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    bytes
+}
+
+#[test]
+fn snapshots_keep_cart_claims_and_refuse_claims_that_break_them() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 10);
+    let superseded = order_of(h.checkout(1, 1, &[(1, 1)], &[0]));
+    let pending = order_of(h.checkout(1, 2, &[(1, 1)], &[0]));
+    let confirmed = order_of(h.checkout(2, 9, &[(1, 1)], &[0]));
+    h.run(Command::Commit { order: confirmed });
+    let buy_now = order_of(h.reserve(3, &[(1, 1)], &[0]));
+    let mut bytes = Vec::new();
+    h.engine.encode_snapshot(&mut bytes);
+
+    let restored = Engine::decode_snapshot(Limits::TEST, &bytes).unwrap();
+    restored.check_invariants();
+    assert_eq!(restored.digest(), h.engine.digest());
+    assert_eq!(restored.cart_claim(BuyerId(1)), claim(2, pending));
+    assert_eq!(restored.cart_claim(BuyerId(2)), claim(9, confirmed));
+    assert_eq!(restored.cart_claim(BuyerId(3)), None);
+    let mut copy =
+        Harness { engine: restored, sequence: h.sequence, now: h.now, events: Vec::new() };
+    for harness in [&mut h, &mut copy] {
+        assert_eq!(
+            harness.checkout(1, 2, &[(1, 1)], &[0]),
+            Outcome::Rejected(Rejection::CartAlreadyCheckedOut)
+        );
+        harness.run(Command::Release { order: superseded, reason: ReleaseReason::Cancelled });
+        assert_eq!(harness.engine.cart_claim(BuyerId(1)), claim(2, pending));
+        harness.run(Command::Release { order: pending, reason: ReleaseReason::Cancelled });
+        assert_eq!(harness.engine.cart_claim(BuyerId(1)), None);
+    }
+    assert_eq!(h.engine.digest(), copy.engine.digest());
+
+    // The claims are in the digest: the same state with another claim is another state.
+    let (buyer_1, buyer_2) = ((1, 2, pending.0), (2, 9, confirmed.0));
+    let edited = with_claims(&bytes, 2, 2, &[(1, 3, pending.0), buyer_2]);
+    let edited = Engine::decode_snapshot(Limits::TEST, &edited).unwrap();
+    assert_ne!(edited.digest(), Engine::decode_snapshot(Limits::TEST, &bytes).unwrap().digest());
+
+    for (refusal, claims, count) in [
+        ("not live", vec![buyer_1, buyer_2, (3, 1, 999)], 3),
+        ("another buyer's order", vec![buyer_1, buyer_2, (3, 1, pending.0)], 3),
+        ("trailing bytes", vec![buyer_1, buyer_2, (3, 1, buy_now.0)], 2),
+        ("out of order or repeated", vec![buyer_1, buyer_1], 2),
+        ("out of order or repeated", vec![buyer_2, buyer_1], 2),
+        ("limits: cart claims", vec![buyer_1, buyer_2], Limits::TEST.orders_max + 1),
+    ] {
+        let damaged = with_claims(&bytes, 2, count, &claims);
+        match Engine::decode_snapshot(Limits::TEST, &damaged) {
+            Err(error) => assert!(error.to_string().contains(refusal), "{error} for {claims:?}"),
+            Ok(_) => panic!("{claims:?} (count {count}) accepted"),
+        }
+    }
+    let fine = with_claims(&bytes, 2, 3, &[buyer_1, buyer_2, (3, 1, buy_now.0)]);
+    assert!(Engine::decode_snapshot(Limits::TEST, &fine).is_ok(), "any live order may claim");
+}
+
+#[test]
+fn a_version_1_snapshot_written_before_cart_claims_still_loads() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 5);
+    h.run(Command::SetBuyerLimit { sku: SkuId(1), per_buyer: Some(3) });
+    let order = order_of(h.reserve(1, &[(1, 2)], &[0]));
+    let mut bytes = Vec::new();
+    h.engine.encode_snapshot(&mut bytes);
+    // Version 1 is this payload without the claim count at the end.
+    let mut version_1 = bytes[..bytes.len() - 4].to_vec();
+    version_1[..4].copy_from_slice(&1u32.to_le_bytes());
+    let restored = Engine::decode_snapshot(Limits::TEST, &version_1).unwrap();
+    restored.check_invariants();
+    assert_eq!(restored.digest(), h.engine.digest(), "it re-encodes as the version 2 bytes");
+    assert_eq!(restored.order(order), h.engine.order(order));
+    // A version 1 payload followed by a claim count is trailing bytes, not claims.
+    let mut longer = version_1.clone();
+    longer.extend_from_slice(&0u32.to_le_bytes());
+    assert!(Engine::decode_snapshot(Limits::TEST, &longer).is_err());
+    let mut version_3 = bytes.clone();
+    version_3[..4].copy_from_slice(&3u32.to_le_bytes());
+    assert!(Engine::decode_snapshot(Limits::TEST, &version_3).is_err());
 }

@@ -327,6 +327,7 @@ async fn place_order(
     let command = Command::Reserve {
         buyer: BuyerId(u64::try_from(caller.user_id).map_err(ApiError::internal)?),
         expiry: Expiry::After { ttl_ns },
+        cart: None,
         lines: LineRequests::from_slice(&requests).expect("at most LINES_PER_ORDER_MAX lines"),
         warehouses: WarehouseChoices::from_slice(&warehouses)
             .expect("at most WAREHOUSE_CHOICES_MAX"),

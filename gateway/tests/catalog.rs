@@ -304,6 +304,7 @@ async fn stock_goes_through_the_engine() {
     let reserve = Command::Reserve {
         buyer: BuyerId(1),
         expiry: Expiry::At(expires_at),
+        cart: None,
         lines: LineRequests::from_slice(&[LineRequest { sku, quantity: 3 }]).unwrap(),
         warehouses: WarehouseChoices::from_slice(&[north]).unwrap(),
     };

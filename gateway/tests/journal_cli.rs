@@ -36,6 +36,7 @@ fn write_journal(dir: &Path, orders: u64) -> u64 {
         let reserve = Command::Reserve {
             buyer: BuyerId(buyer),
             expiry: Expiry::At(expires_at),
+            cart: None,
             lines: LineRequests::from_slice(&[LineRequest { sku: SkuId(1), quantity: 2 }]).unwrap(),
             warehouses: WarehouseChoices::from_slice(&[WarehouseId(2)]).unwrap(),
         };

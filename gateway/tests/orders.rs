@@ -91,6 +91,7 @@ async fn place_with_ttl(app: &TestApp, buyer: &User, lines: &[Line], ttl: Durati
         Command::Reserve {
             buyer: BuyerId(buyer.id.unsigned_abs()),
             expiry: Expiry::At(expires_at),
+            cart: None,
             lines: LineRequests::from_slice(&requests).unwrap(),
             warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).unwrap(),
         },
@@ -413,6 +414,7 @@ async fn reservations_a_crash_left_without_an_order_row_are_released() {
     let orphan = Command::Reserve {
         buyer: BuyerId(buyer.id.unsigned_abs()),
         expiry: Expiry::After { ttl_ns: 600_000_000_000 },
+        cart: None,
         lines: LineRequests::from_slice(&requests).unwrap(),
         warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).unwrap(),
     };

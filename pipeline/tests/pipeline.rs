@@ -28,6 +28,7 @@ fn reserve(buyer: u64, sku: u32, quantity: u32, ttl: Duration) -> Command {
     Command::Reserve {
         buyer: BuyerId(buyer),
         expiry: Expiry::After { ttl_ns: u64::try_from(ttl.as_nanos()).unwrap() },
+        cart: None,
         lines: LineRequests::from_slice(&[LineRequest { sku: SkuId(sku), quantity }]).unwrap(),
         warehouses: WarehouseChoices::from_slice(&[WarehouseId(0), WarehouseId(1)]).unwrap(),
     }

@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use surge_engine::{
-    BuyerId, Capacity, Command, Engine, Expiry, Limits, Line, LineMask, LineRequests, Lines,
-    OrderId, OrderState, OrderView, Outcome, Rejection, ReleaseReason, Sequence, SkuId, StockLevel,
-    Timestamp, WarehouseChoices, WarehouseId,
+    BuyerId, Capacity, CartVersion, Command, Engine, Expiry, Limits, Line, LineMask, LineRequests,
+    Lines, OrderId, OrderState, OrderView, Outcome, Rejection, ReleaseReason, Sequence, SkuId,
+    StockLevel, Timestamp, WarehouseChoices, WarehouseId,
 };
 
 /// A live order as the model keeps it.
@@ -37,6 +37,8 @@ pub struct Model {
     /// entries use up `buyer_counters_max`.
     buyer_units: BTreeMap<(BuyerId, SkuId), u32>,
     orders: BTreeMap<OrderId, ModelOrder>,
+    /// Per buyer, the newest cart version checked out by a live order, and that order.
+    cart_claims: BTreeMap<BuyerId, (CartVersion, OrderId)>,
     /// Every buyer that ever asked for a reservation, so `check_against` can compare all counters.
     buyers_seen: BTreeSet<BuyerId>,
 }
@@ -51,6 +53,7 @@ impl Model {
             buyer_limits: BTreeMap::new(),
             buyer_units: BTreeMap::new(),
             orders: BTreeMap::new(),
+            cart_claims: BTreeMap::new(),
             buyers_seen: BTreeSet::new(),
         }
     }
@@ -66,8 +69,8 @@ impl Model {
                 self.set_stock(sku, warehouse, on_hand)
             }
             Command::SetBuyerLimit { sku, per_buyer } => self.set_buyer_limit(sku, per_buyer),
-            Command::Reserve { buyer, expiry, lines, warehouses } => {
-                self.reserve(OrderId(sequence.0), at, buyer, expiry, &lines, &warehouses)
+            Command::Reserve { buyer, expiry, cart, lines, warehouses } => {
+                self.reserve(OrderId(sequence.0), at, buyer, expiry, cart, &lines, &warehouses)
             }
             Command::Commit { order } => self.commit(order, at),
             Command::Release { order, reason } => self.release(order, at, reason),
@@ -132,12 +135,14 @@ impl Model {
         Ok(Outcome::BuyerLimitSet)
     }
 
+    #[expect(clippy::too_many_arguments, reason = "the fields of one Reserve command")]
     fn reserve(
         &mut self,
         id: OrderId,
         at: Timestamp,
         buyer: BuyerId,
         expiry: Expiry,
+        cart: Option<CartVersion>,
         requests: &LineRequests,
         warehouses: &WarehouseChoices,
     ) -> Result<Outcome, Rejection> {
@@ -164,6 +169,15 @@ impl Model {
             return Err(Rejection::Invalid);
         }
         let expires_at = Timestamp(u64::try_from(deadline).expect("checked above"));
+
+        // A cart is checked out at most once: while a live order claims this version or a newer
+        // one, the checkout is refused, before anything that could still change (capacity) and
+        // before anything it could learn from (limits, stock).
+        if let (Some(version), Some(&(claimed, _))) = (cart, self.cart_claims.get(&buyer)) {
+            if claimed >= version {
+                return Err(Rejection::CartAlreadyCheckedOut);
+            }
+        }
 
         if self.orders.len() >= self.limits.orders_max as usize {
             return Err(Rejection::CapacityReached { capacity: Capacity::Orders });
@@ -245,6 +259,9 @@ impl Model {
         };
         let lines = lines_of(&order);
         self.orders.insert(id, order);
+        if let Some(version) = cart {
+            self.cart_claims.insert(buyer, (version, id));
+        }
         Ok(Outcome::Reserved { order: id, expires_at, lines })
     }
 
@@ -316,7 +333,7 @@ impl Model {
                 return Err(Rejection::Invalid);
             }
         }
-        let order = self.orders.remove(&id).expect("confirmed order");
+        let order = self.forget(id);
         for line in &order.lines {
             let level = self.stock.get_mut(&(line.sku, line.warehouse)).expect("line cell");
             level.on_hand += line.quantity;
@@ -341,20 +358,29 @@ impl Model {
             return Err(Rejection::WrongState { state: order.state });
         }
         // Delivered units keep counting towards the buyer's limits: no `uncount`.
-        self.orders.remove(&id);
+        self.forget(id);
         Ok(Outcome::Transitioned { order: id, state: OrderState::Delivered })
     }
 
     /// A pending order that will not be paid: its units become available again, its counted units
     /// come off the buyer's counters, and the model forgets it.
     fn unreserve_and_forget(&mut self, id: OrderId) {
-        let order = self.orders.remove(&id).expect("live order");
+        let order = self.forget(id);
         assert_eq!(order.state, OrderState::PendingPayment);
         for line in &order.lines {
             let level = self.stock.get_mut(&(line.sku, line.warehouse)).expect("line cell");
             level.reserved -= line.quantity;
         }
         self.uncount(&order);
+    }
+
+    /// An order leaves: the model drops it, and the cart claim that names it if there is one.
+    fn forget(&mut self, id: OrderId) -> ModelOrder {
+        let order = self.orders.remove(&id).expect("live order");
+        if self.cart_claims.get(&order.buyer).is_some_and(|&(_, claimant)| claimant == id) {
+            self.cart_claims.remove(&order.buyer);
+        }
+        order
     }
 
     fn uncount(&mut self, order: &ModelOrder) {
@@ -401,8 +427,14 @@ impl Model {
         self.buyer_limits.get(&sku).copied()
     }
 
+    /// The buyer's cart claim: the newest version a live order checked out, and that order.
+    pub fn cart_claim(&self, buyer: BuyerId) -> Option<(CartVersion, OrderId)> {
+        self.cart_claims.get(&buyer).copied()
+    }
+
     /// Asserts that everything the engine lets an observer see equals the model: every stock cell
-    /// (and no others), every live order, every SKU's limit and every counter of every buyer seen.
+    /// (and no others), every live order, every SKU's limit, and every counter and cart claim of
+    /// every buyer seen.
     pub fn check_against(&self, engine: &Engine) {
         for sku in (0..self.limits.skus_max).map(SkuId) {
             let expected: Vec<(WarehouseId, StockLevel)> = self
@@ -435,6 +467,9 @@ impl Model {
             })
             .collect();
         assert_eq!(engine.orders(), expected, "live orders");
+        for &buyer in &self.buyers_seen {
+            assert_eq!(engine.cart_claim(buyer), self.cart_claim(buyer), "cart claim of {buyer:?}");
+        }
         assert_eq!(engine.live_orders(), expected.len());
         let mut states: Vec<_> = engine.order_states().collect();
         states.sort_unstable_by_key(|&(id, _)| id);

@@ -30,9 +30,9 @@ use std::panic::{self, AssertUnwindSafe};
 
 use surge_engine::codec::decode_command;
 use surge_engine::{
-    BuyerId, Command, DiscardEvents, Engine, Expiry, Limits, LineRequest, LineRequests, Lines,
-    OrderId, OrderState, Outcome, ReleaseReason, Sequence, SkuId, Timestamp, WarehouseChoices,
-    WarehouseId,
+    BuyerId, CartVersion, Command, DiscardEvents, Engine, Expiry, Limits, LineRequest,
+    LineRequests, Lines, OrderId, OrderState, Outcome, ReleaseReason, Sequence, SkuId, Timestamp,
+    WarehouseChoices, WarehouseId,
 };
 use surge_journal::record::{parse_segment_name, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use surge_journal::{
@@ -599,6 +599,7 @@ impl<'a> Sim<'a> {
         Command::Reserve {
             buyer: BuyerId(1 + self.rng.below(BUYERS)),
             expiry: self.expiry(),
+            cart: self.cart(),
             lines,
             warehouses,
         }
@@ -623,6 +624,13 @@ impl<'a> Sim<'a> {
             _ => (1 + self.rng.below(200)) * MS,
         };
         Expiry::After { ttl_ns }
+    }
+
+    /// Half the reservations are checkouts of a cart. Versions are few and buyers are few, so the
+    /// same version comes twice (a duplicated checkout), an older one after a newer, and a newer
+    /// one while an older order is still live.
+    fn cart(&mut self) -> Option<CartVersion> {
+        (self.rng.below(2) == 0).then(|| CartVersion(self.rng.below(4)))
     }
 
     /// Mostly a live order, sometimes one that resolved, sometimes an id that may never have been one.

@@ -17,9 +17,9 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{FileFailurePersistence, RngAlgorithm, TestRng, TestRunner};
 use surge_engine::codec::{decode_command, encode_command};
 use surge_engine::{
-    BuyerId, Capacity, Command, DiscardEvents, Engine, Expiry, Limits, LineRequest, LineRequests,
-    Lines, OrderId, OrderState, Outcome, Rejection, ReleaseReason, Sequence, SkuId, Timestamp,
-    WarehouseChoices, WarehouseId,
+    BuyerId, Capacity, CartVersion, Command, DiscardEvents, Engine, Expiry, Limits, LineRequest,
+    LineRequests, Lines, OrderId, OrderState, Outcome, Rejection, ReleaseReason, Sequence, SkuId,
+    Timestamp, WarehouseChoices, WarehouseId,
 };
 use surge_tests::model::Model;
 
@@ -56,9 +56,22 @@ enum Deadline {
 
 #[derive(Clone, Debug)]
 enum Step {
-    SetStock { sku: u32, warehouse: u16, on_hand: u32 },
-    SetBuyerLimit { sku: u32, per_buyer: Option<u32> },
-    Reserve { buyer: u64, expiry: Deadline, lines: Vec<(u32, u32)>, warehouses: Vec<u16> },
+    SetStock {
+        sku: u32,
+        warehouse: u16,
+        on_hand: u32,
+    },
+    SetBuyerLimit {
+        sku: u32,
+        per_buyer: Option<u32>,
+    },
+    Reserve {
+        buyer: u64,
+        expiry: Deadline,
+        cart: Option<u64>,
+        lines: Vec<(u32, u32)>,
+        warehouses: Vec<u16>,
+    },
     Commit(Pick),
     Release(Pick, ReleaseReason),
     Expire,
@@ -119,16 +132,28 @@ fn lifetime() -> impl Strategy<Value = u64> {
 /// Either kind; a time to live near `u64::MAX` overflows when added to the stamp.
 fn deadline() -> impl Strategy<Value = Deadline> {
     prop_oneof![
-        lifetime().prop_map(|lifetime| Deadline::At { lifetime }),
-        lifetime().prop_map(|ttl_ns| Deadline::After { ttl_ns }),
-        (u64::MAX - 4..=u64::MAX).prop_map(|ttl_ns| Deadline::After { ttl_ns }),
+        10 => lifetime().prop_map(|lifetime| Deadline::At { lifetime }),
+        10 => lifetime().prop_map(|ttl_ns| Deadline::After { ttl_ns }),
+        1 => (u64::MAX - 4..=u64::MAX).prop_map(|ttl_ns| Deadline::After { ttl_ns }),
     ]
 }
 
+/// Buy now, or a checkout of one of a few cart versions: with six buyers, the same version comes
+/// again (a duplicate), an older one after a newer, and a newer one while an older is live.
+fn cart() -> impl Strategy<Value = Option<u64>> {
+    prop_oneof![2 => Just(None), 3 => (0..4u64).prop_map(Some)]
+}
+
 fn reserve() -> impl Strategy<Value = Step> {
-    (0..BUYERS, deadline(), lines(), warehouses()).prop_map(|(buyer, expiry, lines, warehouses)| {
-        Step::Reserve { buyer, expiry, lines, warehouses }
-    })
+    (0..BUYERS, deadline(), cart(), lines(), warehouses()).prop_map(
+        |(buyer, expiry, cart, lines, warehouses)| Step::Reserve {
+            buyer,
+            expiry,
+            cart,
+            lines,
+            warehouses,
+        },
+    )
 }
 
 fn pick() -> impl Strategy<Value = Pick> {
@@ -225,7 +250,7 @@ impl Run {
             &Step::SetBuyerLimit { sku, per_buyer } => {
                 Command::SetBuyerLimit { sku: SkuId(sku), per_buyer }
             }
-            Step::Reserve { buyer, expiry, lines, warehouses } => {
+            Step::Reserve { buyer, expiry, cart, lines, warehouses } => {
                 let lines: Vec<LineRequest> = lines
                     .iter()
                     .map(|&(sku, quantity)| LineRequest { sku: SkuId(sku), quantity })
@@ -238,6 +263,7 @@ impl Run {
                         Deadline::At { lifetime } => Expiry::At(Timestamp(self.now + lifetime)),
                         Deadline::After { ttl_ns } => Expiry::After { ttl_ns },
                     },
+                    cart: cart.map(CartVersion),
                     lines: LineRequests::from_slice(&lines).expect("at most 4 lines"),
                     warehouses: WarehouseChoices::from_slice(&warehouses).expect("at most 4"),
                 }
@@ -403,6 +429,9 @@ fn kind(command: &Command, outcome: &Outcome) -> String {
         }
         Outcome::StockSet(_) => "StockSet".into(),
         Outcome::BuyerLimitSet => "BuyerLimitSet".into(),
+        Outcome::Reserved { .. } if matches!(command, Command::Reserve { cart: Some(_), .. }) => {
+            "Reserved(cart)".into()
+        }
         Outcome::Reserved { .. } => "Reserved".into(),
         Outcome::Transitioned { state, .. } => format!("Transitioned({state:?})"),
         Outcome::ExpiredOrders { count: 0 } => "ExpiredOrders(0)".into(),
@@ -447,6 +476,7 @@ fn generated_sequences_reach_every_outcome() {
         "StockSet",
         "BuyerLimitSet",
         "Reserved",
+        "Reserved(cart)",
         "ExpiredOrders(0)",
         "ExpiredOrders(>0)",
         "WrongState",
@@ -458,6 +488,7 @@ fn generated_sequences_reach_every_outcome() {
         "UnknownOrder",
         "Expired",
         "Invalid",
+        "CartAlreadyCheckedOut",
     ]
     .into_iter()
     .map(String::from)
@@ -512,6 +543,7 @@ fn a_cancel_whose_units_no_longer_fit_on_hand_is_refused_and_changes_nothing() {
         Step::Reserve {
             buyer: 1,
             expiry: Deadline::After { ttl_ns: 100 },
+            cart: None,
             lines: vec![(2, 4)],
             warehouses: vec![0],
         },

@@ -317,6 +317,7 @@ fn new_reservation(rng: &mut SplitMix64, skus: u32) -> Command {
     Command::Reserve {
         buyer: BuyerId(rng.below(1_000_000)),
         expiry: Expiry::After { ttl_ns: RESERVATION_TTL_NS },
+        cart: None,
         lines: random_lines(rng, skus, false),
         warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).expect("one warehouse fits"),
     }

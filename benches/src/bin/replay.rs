@@ -255,6 +255,7 @@ fn measure_memory(args: &Args, limits: Limits) -> serde_json::Value {
         let command = Command::Reserve {
             buyer: BuyerId(rng.below(1_000_000)),
             expiry: Expiry::At(Timestamp(u64::MAX)),
+            cart: None,
             lines: random_lines(&mut rng, args.memory_skus, false),
             warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).expect("one warehouse fits"),
         };

@@ -152,10 +152,11 @@ pub fn command_json(command: &Command) -> Value {
         Command::SetBuyerLimit { sku, per_buyer } => {
             json!({"type": "set_buyer_limit", "sku": sku.0, "per_buyer": per_buyer})
         }
-        Command::Reserve { buyer, expiry, lines, warehouses } => {
+        Command::Reserve { buyer, expiry, cart, lines, warehouses } => {
             let mut reserve = json!({
                 "type": "reserve",
                 "buyer": buyer.0,
+                "cart_version": cart.map(|version| version.0),
                 "lines": lines.as_slice().iter()
                     .map(|line| json!({"sku": line.sku.0, "quantity": line.quantity}))
                     .collect::<Vec<_>>(),
@@ -225,6 +226,7 @@ mod tests {
         Command::Reserve {
             buyer: BuyerId(5),
             expiry,
+            cart: None,
             lines: LineRequests::from_slice(&[LineRequest { sku: SkuId(1), quantity: 2 }]).unwrap(),
             warehouses: WarehouseChoices::from_slice(&[WarehouseId(3)]).unwrap(),
         }
@@ -241,6 +243,19 @@ mod tests {
         assert_eq!(after["buyer"], 5);
         assert_eq!(after["lines"][0]["quantity"], 2);
         assert_eq!(after["warehouses"][0], 3);
+        assert_eq!(after["cart_version"], Value::Null, "buy now claims no cart");
+    }
+
+    #[test]
+    fn a_checkout_prints_its_cart_version() {
+        let Command::Reserve { buyer, expiry, lines, warehouses, .. } =
+            reserve(Expiry::After { ttl_ns: 1 })
+        else {
+            unreachable!()
+        };
+        let cart = Some(surge_engine::CartVersion(u64::MAX));
+        let checkout = command_json(&Command::Reserve { buyer, expiry, cart, lines, warehouses });
+        assert_eq!(checkout["cart_version"], u64::MAX);
     }
 
     #[test]
