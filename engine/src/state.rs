@@ -25,6 +25,7 @@ use crate::command::{
 };
 use crate::hash::{fnv1a64, FixedState, OrderIdState};
 use crate::limits::{Limits, LINES_PER_ORDER_MAX};
+use crate::query::{Progress, Query, SkuStock, StockCell};
 use crate::wire::{put_u16, put_u32, put_u64, Reader, Truncated};
 
 /// Marks the end of a SKU's chain of stock cells, and a SKU with no cells.
@@ -708,6 +709,64 @@ impl Engine {
     }
 
     // ----- Queries (outside the command loop) -----
+
+    /// Answers `query` into the buffers it brought, without allocating: they are cleared and
+    /// filled, never grown (see [`crate::query`]). Nothing in the engine changes.
+    pub fn answer(&self, query: &mut Query) {
+        let capacities = query.capacities();
+        match query {
+            Query::Progress(progress) => {
+                *progress = Some(Progress {
+                    last_sequence: self.last_sequence,
+                    last_at: self.last_at,
+                    live_orders: u32::try_from(self.order_slots.len())
+                        .expect("orders_max fits u32"),
+                    limits: self.limits,
+                });
+            }
+            Query::Orders(orders) => {
+                orders.states.clear();
+                for &id in &orders.ids {
+                    let state =
+                        self.order_slots.get(&id).map(|&slot| self.orders[slot as usize].state);
+                    orders.states.push(state);
+                }
+            }
+            Query::Stock(stock) => self.answer_stock(stock),
+        }
+        debug_assert_eq!(query.capacities(), capacities, "answering {query:?} grew its buffers");
+    }
+
+    /// The SKUs from `stock.first` on whose cells fit the rest of the cell buffer whole.
+    fn answer_stock(&self, stock: &mut SkuStock) {
+        stock.buyer_limits.clear();
+        stock.cells.clear();
+        for &sku in &stock.skus[stock.first..] {
+            let first_cell = match self.skus.get(sku.0 as usize) {
+                Some(entry) => entry.first_cell,
+                None => NO_CELL,
+            };
+            let mut count = 0;
+            let mut index = first_cell;
+            while index != NO_CELL {
+                count += 1;
+                index = self.cells[index as usize].next;
+            }
+            if stock.cells.len() + count > stock.cells.capacity() {
+                break;
+            }
+            let start = stock.cells.len();
+            let mut index = first_cell;
+            while index != NO_CELL {
+                let cell = &self.cells[index as usize];
+                stock.cells.push(StockCell { sku, warehouse: cell.warehouse, level: cell.level });
+                index = cell.next;
+            }
+            // The chain is newest first; the answer is by warehouse. `sort_unstable` sorts in place.
+            stock.cells[start..].sort_unstable_by_key(|cell| cell.warehouse);
+            stock.buyer_limits.push(self.buyer_limit(sku));
+        }
+    }
 
     /// The counters of one cell, if stock was ever set there.
     pub fn stock(&self, sku: SkuId, warehouse: WarehouseId) -> Option<StockLevel> {

@@ -4,8 +4,8 @@
 use surge_engine::codec::{decode_command, encode_command};
 use surge_engine::{
     BuyerId, Capacity, CartVersion, Command, Engine, Event, Expiry, Limits, LineMask, LineRequest,
-    LineRequests, OrderId, OrderState, Outcome, Rejection, ReleaseReason, Sequence, SkuId,
-    Timestamp, WarehouseChoices, WarehouseId,
+    LineRequests, OrderId, OrderState, Outcome, Progress, Query, Rejection, ReleaseReason,
+    Sequence, SkuId, StockCell, StockLevel, Timestamp, WarehouseChoices, WarehouseId,
 };
 
 struct Harness {
@@ -702,4 +702,116 @@ fn a_version_1_snapshot_written_before_cart_claims_still_loads() {
     let mut version_3 = bytes.clone();
     version_3[..4].copy_from_slice(&3u32.to_le_bytes());
     assert!(Engine::decode_snapshot(Limits::TEST, &version_3).is_err());
+}
+
+#[test]
+fn progress_answers_how_far_the_engine_got() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 5);
+    h.now = 4_000;
+    order_of(h.reserve(1, &[(1, 1)], &[0]));
+    let mut query = Query::progress();
+    h.engine.answer(&mut query);
+    let expected = Progress {
+        last_sequence: Sequence(2),
+        last_at: Timestamp(4_000),
+        live_orders: 1,
+        limits: Limits::TEST,
+    };
+    assert_eq!(query, Query::Progress(Some(expected)));
+}
+
+#[test]
+fn orders_answer_one_state_per_id_and_none_when_not_live() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 5);
+    let pending = order_of(h.reserve(1, &[(1, 1)], &[0]));
+    let confirmed = order_of(h.reserve(2, &[(1, 1)], &[0]));
+    h.run(Command::Commit { order: confirmed });
+    let released = order_of(h.reserve(3, &[(1, 1)], &[0]));
+    h.run(Command::Release { order: released, reason: ReleaseReason::PaymentFailed });
+    let ids = vec![confirmed, OrderId(999), pending, released, confirmed];
+    let mut query = Query::orders(ids.clone());
+    h.engine.answer(&mut query);
+    let Query::Orders(orders) = &query else { panic!("{query:?}") };
+    assert_eq!(orders.ids(), ids);
+    let expected = [
+        Some(OrderState::Confirmed),
+        None,
+        Some(OrderState::PendingPayment),
+        None,
+        Some(OrderState::Confirmed),
+    ];
+    assert_eq!(orders.states(), expected);
+    // Asked again, it answers again rather than adding to the last answer.
+    h.run(Command::Ship { order: confirmed });
+    h.engine.answer(&mut query);
+    let Query::Orders(orders) = &query else { panic!("{query:?}") };
+    assert_eq!(orders.iter().next(), Some((confirmed, Some(OrderState::Shipped))));
+    assert_eq!(orders.states().len(), ids.len());
+}
+
+/// Every part of a stock query, asked until it is answered whole.
+fn stock_parts(engine: &Engine, skus: &[u32], cells_capacity: usize) -> Vec<Vec<u32>> {
+    let mut query = Query::stock(skus.iter().copied().map(SkuId).collect(), cells_capacity);
+    let mut parts = Vec::new();
+    loop {
+        engine.answer(&mut query);
+        let Query::Stock(stock) = &mut query else { panic!("{query:?}") };
+        assert_eq!(stock.buyer_limits().len(), stock.skus().len());
+        assert!(stock.cells().len() <= cells_capacity);
+        parts.push(stock.skus().iter().map(|sku| sku.0).collect());
+        for (sku, per_buyer, cells) in stock.per_sku() {
+            assert_eq!(per_buyer, engine.buyer_limit(sku));
+            let listed: Vec<(WarehouseId, _)> =
+                cells.iter().map(|cell| (cell.warehouse, cell.level)).collect();
+            assert!(cells.iter().all(|cell| cell.sku == sku));
+            assert_eq!(listed, engine.stock_by_warehouse(sku), "cells of {sku:?} by warehouse");
+        }
+        if !stock.advance() {
+            return parts;
+        }
+    }
+}
+
+#[test]
+fn stock_answers_limits_and_cells_in_the_list_s_order_and_in_parts_that_fit() {
+    let mut h = Harness::new();
+    for (sku, warehouse, on_hand) in [(5, 3, 1), (5, 0, 2), (2, 1, 7), (2, 6, 0), (9, 4, 3)] {
+        h.stock(sku, warehouse, on_hand);
+    }
+    h.run(Command::SetBuyerLimit { sku: SkuId(2), per_buyer: Some(4) });
+    h.run(Command::SetBuyerLimit { sku: SkuId(7), per_buyer: Some(1) });
+    order_of(h.reserve(1, &[(5, 1)], &[3]));
+    // 5 and 2 have two cells each, 7 a limit and no cell, 9 one cell, 999 is beyond the limits.
+    let skus = [5, 7, 2, 999, 9];
+    assert_eq!(stock_parts(&h.engine, &skus, 8), [vec![5, 7, 2, 999, 9]]);
+    assert_eq!(stock_parts(&h.engine, &skus, 3), [vec![5, 7], vec![2, 999, 9]]);
+    assert_eq!(stock_parts(&h.engine, &skus, 2), [vec![5, 7], vec![2, 999], vec![9]]);
+    assert_eq!(stock_parts(&h.engine, &[], 2), [Vec::<u32>::new()]);
+
+    let mut query = Query::stock(vec![SkuId(5)], 2);
+    h.engine.answer(&mut query);
+    let Query::Stock(stock) = &query else { panic!("{query:?}") };
+    let level = |on_hand, reserved| StockLevel { on_hand, reserved, sold: 0 };
+    assert_eq!(
+        stock.cells(),
+        [
+            StockCell { sku: SkuId(5), warehouse: WarehouseId(0), level: level(2, 0) },
+            StockCell { sku: SkuId(5), warehouse: WarehouseId(3), level: level(1, 1) },
+        ]
+    );
+}
+
+#[test]
+#[should_panic(expected = "more cells than the buffer")]
+fn a_stock_query_whose_buffer_cannot_hold_one_sku_stops_instead_of_asking_forever() {
+    let mut h = Harness::new();
+    h.stock(1, 0, 1);
+    h.stock(1, 1, 1);
+    let mut query = Query::stock(vec![SkuId(1)], 1);
+    h.engine.answer(&mut query);
+    let Query::Stock(stock) = &mut query else { panic!("{query:?}") };
+    assert!(stock.skus().is_empty());
+    stock.advance();
 }

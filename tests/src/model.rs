@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use surge_engine::{
     BuyerId, Capacity, CartVersion, Command, Engine, Expiry, Limits, Line, LineMask, LineRequests,
-    Lines, OrderId, OrderState, OrderView, Outcome, Rejection, ReleaseReason, Sequence, SkuId,
-    StockLevel, Timestamp, WarehouseChoices, WarehouseId,
+    Lines, OrderId, OrderState, OrderView, Outcome, Progress, Query, Rejection, ReleaseReason,
+    Sequence, SkuId, StockLevel, Timestamp, WarehouseChoices, WarehouseId,
 };
 
 /// A live order as the model keeps it.
@@ -470,12 +470,60 @@ impl Model {
         for &buyer in &self.buyers_seen {
             assert_eq!(engine.cart_claim(buyer), self.cart_claim(buyer), "cart claim of {buyer:?}");
         }
+        self.check_queries(engine);
         assert_eq!(engine.live_orders(), expected.len());
         let mut states: Vec<_> = engine.order_states().collect();
         states.sort_unstable_by_key(|&(id, _)| id);
         let expected_states: Vec<_> =
             expected.iter().map(|order| (order.id, order.state)).collect();
         assert_eq!(states, expected_states, "live order states");
+    }
+}
+
+impl Model {
+    /// The answers to every kind of `Query` equal the model's state.
+    fn check_queries(&self, engine: &Engine) {
+        let mut progress = Query::progress();
+        engine.answer(&mut progress);
+        let expected = Progress {
+            last_sequence: self.last_sequence.unwrap_or_default(),
+            last_at: self.last_at,
+            live_orders: u32::try_from(self.orders.len()).expect("few orders"),
+            limits: self.limits,
+        };
+        assert_eq!(progress, Query::Progress(Some(expected)), "progress");
+
+        // Every live order, and the recent ids around them, which are mostly not live.
+        let last = self.last_sequence.unwrap_or_default().0;
+        let mut ids: Vec<OrderId> = (last.saturating_sub(64)..=last + 1).map(OrderId).collect();
+        ids.extend(self.orders.keys());
+        let mut orders = Query::orders(ids.clone());
+        engine.answer(&mut orders);
+        let Query::Orders(orders) = orders else { panic!("{orders:?}") };
+        let expected: Vec<_> = ids.iter().map(|&id| (id, self.order_state(id))).collect();
+        assert_eq!(orders.iter().collect::<Vec<_>>(), expected, "order states");
+
+        // Every SKU and one beyond the limits, in descending order, with a cell buffer of the
+        // smallest size that is sure to make progress, so most answers come in several parts.
+        let skus: Vec<SkuId> = (0..=self.limits.skus_max).rev().map(SkuId).collect();
+        let mut stock = Query::stock(skus.clone(), usize::from(self.limits.warehouses_max));
+        let (mut limits, mut cells) = (Vec::new(), Vec::new());
+        loop {
+            engine.answer(&mut stock);
+            let Query::Stock(part) = &mut stock else { panic!("{stock:?}") };
+            limits.extend(part.skus().iter().copied().zip(part.buyer_limits().iter().copied()));
+            cells.extend(part.cells().iter().map(|cell| ((cell.sku, cell.warehouse), cell.level)));
+            if !part.advance() {
+                break;
+            }
+        }
+        let expected: Vec<_> = skus.iter().map(|&sku| (sku, self.buyer_limit(sku))).collect();
+        assert_eq!(limits, expected, "buyer limits");
+        let expected: Vec<_> = skus
+            .iter()
+            .flat_map(|&sku| self.cells().filter(move |((cell_sku, _), _)| *cell_sku == sku))
+            .collect();
+        assert_eq!(cells, expected, "stock cells by SKU as asked, then by warehouse");
     }
 }
 
