@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use hdrhistogram::Histogram;
 use surge_engine::{
-    BuyerId, Command, LineRequest, LineRequests, OrderId, ReleaseReason, SkuId, Timestamp,
+    BuyerId, Command, Expiry, LineRequest, LineRequests, OrderId, ReleaseReason, SkuId, Timestamp,
     WarehouseChoices, WarehouseId,
 };
 
@@ -206,7 +206,7 @@ impl Workload {
             self.schedule_next_step(position, &follow_up.command);
             follow_up.command
         } else {
-            self.reserve(position, at)
+            self.reserve(position)
         };
         self.mix.count(&command);
         (at, command)
@@ -218,7 +218,7 @@ impl Workload {
         out.extend((0..count).map(|_| self.next_command()));
     }
 
-    fn reserve(&mut self, position: u64, at: Timestamp) -> Command {
+    fn reserve(&mut self, position: u64) -> Command {
         let order = OrderId(position);
         let fate = self.rng.below(100);
         let ttl = if fate < 70 {
@@ -238,7 +238,8 @@ impl Workload {
         let lines = random_lines(&mut self.rng, self.config.skus, self.config.hot);
         Command::Reserve {
             buyer: BuyerId(self.rng.below(1_000_000)),
-            expires_at: Timestamp(at.0 + ttl),
+            expiry: Expiry::After { ttl_ns: ttl },
+            cart: None,
             lines,
             warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).expect("one warehouse fits"),
         }

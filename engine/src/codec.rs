@@ -7,8 +7,8 @@
 //! allocation once the caller's buffer has grown.
 
 use crate::command::{
-    BuyerId, Command, LineRequest, LineRequests, OrderId, ReleaseReason, SkuId, Timestamp,
-    WarehouseChoices, WarehouseId,
+    BuyerId, CartVersion, Command, Expiry, LineRequest, LineRequests, OrderId, ReleaseReason,
+    SkuId, Timestamp, WarehouseChoices, WarehouseId,
 };
 use crate::wire::{put_u16, put_u32, put_u64, Reader, Truncated};
 
@@ -25,6 +25,17 @@ mod tag {
     pub const CANCEL: u8 = 7;
     pub const SHIP: u8 = 8;
     pub const DELIVER: u8 = 9;
+    /// A `Reserve` with an expiry of either kind and an optional cart claim. Tag 3 stays for the
+    /// reserves it can express (an absolute deadline and no cart), so those keep their old bytes
+    /// and journals written before tag 10 existed read the same forever. A tag 10 record of such
+    /// a reserve decodes too, though this encoder never writes one.
+    pub const RESERVE_EXPIRY_CART: u8 = 10;
+}
+
+/// The `expiry_kind` byte of tag 10.
+mod expiry_kind {
+    pub const AT: u8 = 1;
+    pub const AFTER: u8 = 2;
 }
 
 /// A payload that is not a valid command encoding.
@@ -78,19 +89,32 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
                 }
             }
         }
-        Command::Reserve { buyer, expires_at, lines, warehouses } => {
-            out.push(tag::RESERVE);
-            put_u64(out, buyer.0);
-            put_u64(out, expires_at.0);
-            out.push(u8::try_from(lines.len()).expect("bounded list length fits u8"));
-            for line in lines.as_slice() {
-                put_u32(out, line.sku.0);
-                put_u32(out, line.quantity);
+        Command::Reserve { buyer, expiry, cart, ref lines, ref warehouses } => {
+            if let (Expiry::At(expires_at), None) = (expiry, cart) {
+                out.push(tag::RESERVE);
+                put_u64(out, buyer.0);
+                put_u64(out, expires_at.0);
+            } else {
+                out.push(tag::RESERVE_EXPIRY_CART);
+                put_u64(out, buyer.0);
+                let (kind, nanos) = match expiry {
+                    Expiry::At(expires_at) => (expiry_kind::AT, expires_at.0),
+                    Expiry::After { ttl_ns } => (expiry_kind::AFTER, ttl_ns),
+                };
+                out.push(kind);
+                put_u64(out, nanos);
+                match cart {
+                    Some(version) => {
+                        out.push(1);
+                        put_u64(out, version.0);
+                    }
+                    None => {
+                        out.push(0);
+                        put_u64(out, 0);
+                    }
+                }
             }
-            out.push(u8::try_from(warehouses.len()).expect("bounded list length fits u8"));
-            for warehouse in warehouses.as_slice() {
-                put_u16(out, warehouse.0);
-            }
+            put_lines_and_warehouses(out, lines, warehouses);
         }
         Command::Commit { order } => order_command(out, tag::COMMIT, order),
         Command::Release { order, reason } => {
@@ -105,6 +129,41 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
         Command::Ship { order } => order_command(out, tag::SHIP, order),
         Command::Deliver { order } => order_command(out, tag::DELIVER, order),
     }
+}
+
+fn put_lines_and_warehouses(
+    out: &mut Vec<u8>,
+    lines: &LineRequests,
+    warehouses: &WarehouseChoices,
+) {
+    out.push(u8::try_from(lines.len()).expect("bounded list length fits u8"));
+    for line in lines.as_slice() {
+        put_u32(out, line.sku.0);
+        put_u32(out, line.quantity);
+    }
+    out.push(u8::try_from(warehouses.len()).expect("bounded list length fits u8"));
+    for warehouse in warehouses.as_slice() {
+        put_u16(out, warehouse.0);
+    }
+}
+
+fn read_lines_and_warehouses(
+    input: &mut Reader<'_>,
+) -> Result<(LineRequests, WarehouseChoices), DecodeError> {
+    let mut lines = LineRequests::default();
+    for _ in 0..input.u8()? {
+        let line = LineRequest { sku: SkuId(input.u32()?), quantity: input.u32()? };
+        if !lines.push(line) {
+            return Err(DecodeError::Invalid("too many lines"));
+        }
+    }
+    let mut warehouses = WarehouseChoices::default();
+    for _ in 0..input.u8()? {
+        if !warehouses.push(WarehouseId(input.u16()?)) {
+            return Err(DecodeError::Invalid("too many warehouses"));
+        }
+    }
+    Ok((lines, warehouses))
 }
 
 fn order_command(out: &mut Vec<u8>, tag: u8, order: OrderId) {
@@ -134,21 +193,28 @@ pub fn decode_command(payload: &[u8]) -> Result<Command, DecodeError> {
         }
         tag::RESERVE => {
             let buyer = BuyerId(input.u64()?);
-            let expires_at = Timestamp(input.u64()?);
-            let mut lines = LineRequests::default();
-            for _ in 0..input.u8()? {
-                let line = LineRequest { sku: SkuId(input.u32()?), quantity: input.u32()? };
-                if !lines.push(line) {
-                    return Err(DecodeError::Invalid("too many lines"));
-                }
-            }
-            let mut warehouses = WarehouseChoices::default();
-            for _ in 0..input.u8()? {
-                if !warehouses.push(WarehouseId(input.u16()?)) {
-                    return Err(DecodeError::Invalid("too many warehouses"));
-                }
-            }
-            Command::Reserve { buyer, expires_at, lines, warehouses }
+            let expiry = Expiry::At(Timestamp(input.u64()?));
+            let (lines, warehouses) = read_lines_and_warehouses(&mut input)?;
+            Command::Reserve { buyer, expiry, cart: None, lines, warehouses }
+        }
+        tag::RESERVE_EXPIRY_CART => {
+            let buyer = BuyerId(input.u64()?);
+            let kind = input.u8()?;
+            let nanos = input.u64()?;
+            let expiry = match kind {
+                expiry_kind::AT => Expiry::At(Timestamp(nanos)),
+                expiry_kind::AFTER => Expiry::After { ttl_ns: nanos },
+                _ => return Err(DecodeError::Invalid("expiry kind")),
+            };
+            let present = input.u8()?;
+            let version = input.u64()?;
+            let cart = match present {
+                0 if version == 0 => None,
+                1 => Some(CartVersion(version)),
+                _ => return Err(DecodeError::Invalid("cart")),
+            };
+            let (lines, warehouses) = read_lines_and_warehouses(&mut input)?;
+            Command::Reserve { buyer, expiry, cart, lines, warehouses }
         }
         tag::COMMIT => Command::Commit { order: OrderId(input.u64()?) },
         tag::RELEASE => {

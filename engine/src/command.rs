@@ -24,6 +24,12 @@ pub struct OrderId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct BuyerId(pub u64);
 
+/// A version of one buyer's cart, as the cart service numbers them. The versions of one buyer's
+/// cart only grow, so a checkout of a version at or below one already checked out is the same cart
+/// again (a retried or duplicated request) or an older state of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct CartVersion(pub u64);
+
 /// Nanoseconds since the Unix epoch, as stamped by the sequencer. The engine never reads a clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub u64);
@@ -129,6 +135,31 @@ impl LineMask {
     }
 }
 
+/// When a reservation's deadline falls. The engine turns it into an absolute [`Timestamp`] when it
+/// applies the `Reserve`, and answers and announces only that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// At this instant, as the sender computed it (journals written before `After` existed hold
+    /// only these).
+    At(Timestamp),
+    /// `ttl_ns` nanoseconds after the stamp the sequencer gives the `Reserve`. The deadline then
+    /// comes from the same clock as every other decision, never from the sender's clock, and a
+    /// command that waited in a queue still gets its whole time to live.
+    After { ttl_ns: u64 },
+}
+
+impl Expiry {
+    /// The deadline of a reservation stamped `at`: `None` when it overflows or is not after `at`,
+    /// which the engine refuses as [`Rejection::Invalid`].
+    pub fn deadline(self, at: Timestamp) -> Option<Timestamp> {
+        let deadline = match self {
+            Self::At(deadline) => deadline,
+            Self::After { ttl_ns } => Timestamp(at.0.checked_add(ttl_ns)?),
+        };
+        (deadline > at).then_some(deadline)
+    }
+}
+
 /// Why a pending reservation was released before payment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReleaseReason {
@@ -152,10 +183,17 @@ pub enum Command {
         per_buyer: Option<u32>,
     },
     /// Reserves every line or none. Each line is taken whole from the first warehouse in
-    /// `warehouses` that has the quantity available. The order id is the command's sequence.
+    /// `warehouses` that has the quantity available. The order id is the command's sequence; the
+    /// order expires at the deadline `expiry` gives for the command's stamp.
+    ///
+    /// `cart: Some(version)` is a checkout of that version of the buyer's cart: it is refused with
+    /// [`Rejection::CartAlreadyCheckedOut`] while a live order of the buyer claims that version or
+    /// a newer one, and once reserved the order claims it (until it leaves engine memory). `None`
+    /// (buy now) neither checks nor claims.
     Reserve {
         buyer: BuyerId,
-        expires_at: Timestamp,
+        expiry: Expiry,
+        cart: Option<CartVersion>,
         lines: LineRequests,
         warehouses: WarehouseChoices,
     },
@@ -214,8 +252,11 @@ pub enum Capacity {
 /// A business refusal. It is journaled and replayed like any other outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
-    /// The marked lines could not be served whole from any candidate warehouse.
-    OutOfStock { lines: LineMask },
+    /// The marked `lines` could not be served whole from any candidate warehouse. `elsewhere`, a
+    /// subset of `lines`, marks those whose SKU has the whole quantity available in some warehouse
+    /// that is not a candidate: when it equals `lines`, the order is not deliverable rather than
+    /// out of stock, and the caller learns so from this one answer.
+    OutOfStock { lines: LineMask, elsewhere: LineMask },
     /// The marked lines would take the buyer over the SKU's per-buyer limit.
     PurchaseLimitExceeded { lines: LineMask },
     /// Setting `on_hand` below the units reserved in that warehouse.
@@ -228,8 +269,12 @@ pub enum Rejection {
     AlreadyResolved { state: OrderState },
     /// The reservation's deadline passed before the command arrived; the order expired now.
     Expired,
+    /// A live order of the buyer already claims this cart version or a newer one: the checkout is
+    /// a duplicate (or of an older cart) and changed nothing.
+    CartAlreadyCheckedOut,
     /// A request the gateway should never send: empty lines, zero quantity, no warehouses,
-    /// the same SKU twice, an id outside the limits, an arithmetic overflow.
+    /// the same SKU twice, an id outside the limits, a deadline not after the command's stamp, an
+    /// arithmetic overflow.
     Invalid,
     /// A named limit is reached; the command changed nothing.
     CapacityReached { capacity: Capacity },

@@ -4,7 +4,8 @@
 //! - [`state::Engine`] is the state machine. It depends on nothing but `std` (this crate has no
 //!   dependencies at all): no clock, no I/O, no threads, no allocation after start. Everything it
 //!   decides is a function of the command log.
-//! - [`command`] is its closed vocabulary, [`codec`] the journal encoding of commands.
+//! - [`command`] is its closed vocabulary, [`codec`] the journal encoding of commands, and
+//!   [`query`] the closed vocabulary of reads, answered without allocating by `Engine::answer`.
 //! - The threads that feed it (sequencer, journal, the engine thread) are the `surge-pipeline`
 //!   crate beside this one.
 
@@ -12,10 +13,12 @@ pub mod codec;
 pub mod command;
 mod hash;
 pub mod limits;
+pub mod query;
 pub mod state;
 mod wire;
 
 pub use command::*;
 pub use limits::Limits;
+pub use query::{OrderStates, Progress, Query, SkuStock, StockCell};
 pub use state::{DiscardEvents, Engine, EventSink, OrderView, Sequenced, SnapshotError};
 pub use wire::Truncated;

@@ -9,17 +9,23 @@
 //! Stock is a pool of cells, one per SKU per warehouse that ever had stock set, chained per SKU. A
 //! live order occupies a slot in a slab; when it reaches a terminal state it is announced in an event
 //! and its slot is freed, so memory is bounded by live orders, not by history.
+//!
+//! A checkout of a cart claims the cart's version for its buyer while its order is live, so that a
+//! duplicated or retried checkout of the same cart cannot reserve a second time (see
+//! [`Command::Reserve`]). Claims are one map entry per buyer, each naming a live order of that
+//! buyer, so they too are bounded by live orders.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use crate::command::{
-    BuyerId, Capacity, Command, Event, Line, LineMask, LineRequests, Lines, OrderId, OrderState,
-    Outcome, Rejection, ReleaseReason, Sequence, SkuId, StockLevel, Timestamp, WarehouseChoices,
-    WarehouseId,
+    BuyerId, Capacity, CartVersion, Command, Event, Expiry, Line, LineMask, LineRequests, Lines,
+    OrderId, OrderState, Outcome, Rejection, ReleaseReason, Sequence, SkuId, StockLevel, Timestamp,
+    WarehouseChoices, WarehouseId,
 };
 use crate::hash::{fnv1a64, FixedState, OrderIdState};
 use crate::limits::{Limits, LINES_PER_ORDER_MAX};
+use crate::query::{Progress, Query, SkuStock, StockCell};
 use crate::wire::{put_u16, put_u32, put_u64, Reader, Truncated};
 
 /// Marks the end of a SKU's chain of stock cells, and a SKU with no cells.
@@ -92,6 +98,9 @@ struct Order {
     /// Lines whose units were added to a per-buyer counter when reserved, so that exactly those are
     /// taken off again if the order does not complete.
     counted: LineMask,
+    /// Whether the buyer's cart claim names this order. Kept beside the order so that retiring one
+    /// that claims nothing (every buy-now order) never looks at the claims.
+    claims_cart: bool,
 }
 
 /// A read-only view of a live order.
@@ -149,6 +158,10 @@ pub struct Engine {
     /// and skipped when they surface; the heap is compacted when it fills (see `schedule_expiry`).
     expiry: BinaryHeap<Reverse<(Timestamp, OrderId)>>,
     buyer_units: HashMap<(BuyerId, SkuId), u32, FixedState>,
+    /// Per buyer, the newest cart version a live order claimed, and that order. Every entry names a
+    /// live order of its buyer (whose `claims_cart` is set), so there are never more entries than
+    /// live orders, and the map is allocated for `orders_max`.
+    cart_claims: HashMap<BuyerId, (CartVersion, OrderId), FixedState>,
 }
 
 impl Engine {
@@ -172,6 +185,7 @@ impl Engine {
                 limits.buyer_counters_max as usize,
                 FixedState::default(),
             ),
+            cart_claims: HashMap::with_capacity_and_hasher(orders_max, FixedState::default()),
         }
     }
 
@@ -208,11 +222,12 @@ impl Engine {
                 self.set_stock(sku, warehouse, on_hand, events)
             }
             &Command::SetBuyerLimit { sku, per_buyer } => self.set_buyer_limit(sku, per_buyer),
-            Command::Reserve { buyer, expires_at, lines, warehouses } => self.reserve(
+            Command::Reserve { buyer, expiry, cart, lines, warehouses } => self.reserve(
                 OrderId(sequence.0),
                 at,
                 *buyer,
-                *expires_at,
+                *expiry,
+                *cart,
                 lines,
                 warehouses,
                 events,
@@ -273,12 +288,22 @@ impl Engine {
         id: OrderId,
         at: Timestamp,
         buyer: BuyerId,
-        expires_at: Timestamp,
+        expiry: Expiry,
+        cart: Option<CartVersion>,
         requests: &LineRequests,
         warehouses: &WarehouseChoices,
         events: &mut impl EventSink,
     ) -> Result<Outcome, Rejection> {
-        self.check_reserve_request(at, expires_at, requests, warehouses)?;
+        let expires_at = self.check_reserve_request(at, expiry, requests, warehouses)?;
+        // The claim is checked right after the request is known to be well formed: before the
+        // capacity check, because it is a final answer where `CapacityReached` says "try again"
+        // (a retried duplicate should learn at once that retrying cannot help), and before limits
+        // and stock, so a duplicate learns nothing about either.
+        if let Some(version) = cart {
+            if self.cart_claims.get(&buyer).is_some_and(|&(claimed, _)| claimed >= version) {
+                return Err(Rejection::CartAlreadyCheckedOut);
+            }
+        }
         if self.order_slots.len() >= self.limits.orders_max as usize {
             return Err(Rejection::CapacityReached { capacity: Capacity::Orders });
         }
@@ -319,7 +344,8 @@ impl Engine {
             }
         }
         if !out_of_stock.is_empty() {
-            return Err(Rejection::OutOfStock { lines: out_of_stock });
+            let elsewhere = self.available_elsewhere(requests, out_of_stock, warehouses);
+            return Err(Rejection::OutOfStock { lines: out_of_stock, elsewhere });
         }
 
         let mut lines = Lines::default();
@@ -345,21 +371,27 @@ impl Engine {
             lines,
             cells: chosen,
             counted,
+            claims_cart: cart.is_some(),
         };
         self.insert_order(order);
+        if let Some(version) = cart {
+            self.claim_cart(buyer, version, id);
+        }
         self.schedule_expiry(expires_at, id);
         events.emit(Event::OrderReserved { order: id, buyer, expires_at, lines });
         Ok(Outcome::Reserved { order: id, expires_at, lines })
     }
 
+    /// Validates a request and returns its deadline.
     fn check_reserve_request(
         &self,
         at: Timestamp,
-        expires_at: Timestamp,
+        expiry: Expiry,
         requests: &LineRequests,
         warehouses: &WarehouseChoices,
-    ) -> Result<(), Rejection> {
-        if requests.is_empty() || warehouses.is_empty() || expires_at <= at {
+    ) -> Result<Timestamp, Rejection> {
+        let expires_at = expiry.deadline(at).ok_or(Rejection::Invalid)?;
+        if requests.is_empty() || warehouses.is_empty() {
             return Err(Rejection::Invalid);
         }
         for &warehouse in warehouses.as_slice() {
@@ -372,7 +404,7 @@ impl Engine {
                 return Err(Rejection::Invalid);
             }
         }
-        Ok(())
+        Ok(expires_at)
     }
 
     /// The first candidate warehouse holding `quantity` available units of `sku`, as a cell index.
@@ -381,6 +413,44 @@ impl Engine {
             let index = self.find_cell(sku, warehouse)?;
             (self.cells[index as usize].level.available() >= quantity).then_some(index)
         })
+    }
+
+    /// Makes `order` the holder of the buyer's cart claim, taking it from the older order that held
+    /// it, which stays live without a claim.
+    fn claim_cart(&mut self, buyer: BuyerId, version: CartVersion, order: OrderId) {
+        if let Some((_, superseded)) = self.cart_claims.insert(buyer, (version, order)) {
+            let slot = self.order_slots[&superseded];
+            self.orders[slot as usize].claims_cart = false;
+        }
+    }
+
+    /// Of the `refused` lines, those whose SKU has a cell outside the candidate `warehouses` with
+    /// the line's whole quantity available. Walks each refused SKU's cell chain once; runs only on
+    /// a refusal, so the reservation path pays nothing for it.
+    fn available_elsewhere(
+        &self,
+        requests: &LineRequests,
+        refused: LineMask,
+        warehouses: &WarehouseChoices,
+    ) -> LineMask {
+        let mut elsewhere = LineMask::default();
+        for (index, request) in requests.as_slice().iter().enumerate() {
+            if !refused.contains(index) {
+                continue;
+            }
+            let mut cell_index = self.skus[request.sku.0 as usize].first_cell;
+            while cell_index != NO_CELL {
+                let cell = &self.cells[cell_index as usize];
+                if cell.level.available() >= request.quantity
+                    && !warehouses.as_slice().contains(&cell.warehouse)
+                {
+                    elsewhere.set(index);
+                    break;
+                }
+                cell_index = cell.next;
+            }
+        }
+        elsewhere
     }
 
     fn commit(
@@ -575,6 +645,10 @@ impl Engine {
         let order = self.orders[slot as usize];
         self.order_slots.remove(&order.id);
         self.free_order_slots.push(slot);
+        if order.claims_cart {
+            let claim = self.cart_claims.remove(&order.buyer);
+            debug_assert_eq!(claim.map(|(_, claimant)| claimant), Some(order.id));
+        }
         events.emit(Event::OrderTransitioned {
             order: order.id,
             buyer: order.buyer,
@@ -636,6 +710,64 @@ impl Engine {
 
     // ----- Queries (outside the command loop) -----
 
+    /// Answers `query` into the buffers it brought, without allocating: they are cleared and
+    /// filled, never grown (see [`crate::query`]). Nothing in the engine changes.
+    pub fn answer(&self, query: &mut Query) {
+        let capacities = query.capacities();
+        match query {
+            Query::Progress(progress) => {
+                *progress = Some(Progress {
+                    last_sequence: self.last_sequence,
+                    last_at: self.last_at,
+                    live_orders: u32::try_from(self.order_slots.len())
+                        .expect("orders_max fits u32"),
+                    limits: self.limits,
+                });
+            }
+            Query::Orders(orders) => {
+                orders.states.clear();
+                for &id in &orders.ids {
+                    let state =
+                        self.order_slots.get(&id).map(|&slot| self.orders[slot as usize].state);
+                    orders.states.push(state);
+                }
+            }
+            Query::Stock(stock) => self.answer_stock(stock),
+        }
+        debug_assert_eq!(query.capacities(), capacities, "answering {query:?} grew its buffers");
+    }
+
+    /// The SKUs from `stock.first` on whose cells fit the rest of the cell buffer whole.
+    fn answer_stock(&self, stock: &mut SkuStock) {
+        stock.buyer_limits.clear();
+        stock.cells.clear();
+        for &sku in &stock.skus[stock.first..] {
+            let first_cell = match self.skus.get(sku.0 as usize) {
+                Some(entry) => entry.first_cell,
+                None => NO_CELL,
+            };
+            let mut count = 0;
+            let mut index = first_cell;
+            while index != NO_CELL {
+                count += 1;
+                index = self.cells[index as usize].next;
+            }
+            if stock.cells.len() + count > stock.cells.capacity() {
+                break;
+            }
+            let start = stock.cells.len();
+            let mut index = first_cell;
+            while index != NO_CELL {
+                let cell = &self.cells[index as usize];
+                stock.cells.push(StockCell { sku, warehouse: cell.warehouse, level: cell.level });
+                index = cell.next;
+            }
+            // The chain is newest first; the answer is by warehouse. `sort_unstable` sorts in place.
+            stock.cells[start..].sort_unstable_by_key(|cell| cell.warehouse);
+            stock.buyer_limits.push(self.buyer_limit(sku));
+        }
+    }
+
     /// The counters of one cell, if stock was ever set there.
     pub fn stock(&self, sku: SkuId, warehouse: WarehouseId) -> Option<StockLevel> {
         if sku.0 >= self.limits.skus_max {
@@ -681,6 +813,12 @@ impl Engine {
         })
     }
 
+    /// The buyer's cart claim: the newest cart version a live order of the buyer checked out, and
+    /// that order.
+    pub fn cart_claim(&self, buyer: BuyerId) -> Option<(CartVersion, OrderId)> {
+        self.cart_claims.get(&buyer).copied()
+    }
+
     pub fn live_orders(&self) -> usize {
         self.order_slots.len()
     }
@@ -721,6 +859,22 @@ impl Engine {
             );
         }
         assert!(self.buyer_units.values().all(|&units| units > 0), "empty buyer counter kept");
+        for (&buyer, &(_, order)) in &self.cart_claims {
+            let slot = self.order_slots.get(&order).expect("a cart claim names a live order");
+            let claimant = &self.orders[*slot as usize];
+            assert_eq!(
+                claimant.buyer, buyer,
+                "cart claim of {buyer:?} names another buyer's order"
+            );
+            assert!(claimant.claims_cart, "order {order:?} holds a claim it does not know of");
+        }
+        let claimants =
+            self.order_slots.values().filter(|&&slot| self.orders[slot as usize].claims_cart);
+        assert_eq!(
+            claimants.count(),
+            self.cart_claims.len(),
+            "an order claims a cart it does not hold"
+        );
         assert_eq!(self.order_slots.len() + self.free_order_slots.len(), self.orders.len());
     }
 
@@ -783,6 +937,16 @@ impl Engine {
             put_u32(out, sku.0);
             put_u32(out, units);
         }
+
+        let mut claims: Vec<(BuyerId, (CartVersion, OrderId))> =
+            self.cart_claims.iter().map(|(buyer, claim)| (*buyer, *claim)).collect();
+        claims.sort_unstable();
+        put_u32(out, u32::try_from(claims.len()).expect("claims fit u32"));
+        for (buyer, (version, order)) in claims {
+            put_u64(out, buyer.0);
+            put_u64(out, version.0);
+            put_u64(out, order.0);
+        }
     }
 
     /// Rebuilds an engine from [`Engine::encode_snapshot`] output, sized by `limits`.
@@ -790,7 +954,7 @@ impl Engine {
         let mut engine = Self::new(limits);
         let mut input = Reader::new(bytes);
         let version = input.u32()?;
-        if version != SNAPSHOT_VERSION {
+        if !(SNAPSHOT_VERSION_FIRST..=SNAPSHOT_VERSION).contains(&version) {
             return Err(SnapshotError::Version(version));
         }
         engine.last_sequence = Sequence(input.u64()?);
@@ -851,7 +1015,16 @@ impl Engine {
             if state.is_terminal() || engine.order_slots.contains_key(&id) {
                 return Err(SnapshotError::Inconsistent("order state"));
             }
-            engine.insert_order(Order { id, buyer, expires_at, state, lines, cells, counted });
+            engine.insert_order(Order {
+                id,
+                buyer,
+                expires_at,
+                state,
+                lines,
+                cells,
+                counted,
+                claims_cart: false,
+            });
             if state == OrderState::PendingPayment {
                 engine.expiry.push(Reverse((expires_at, id)));
             }
@@ -863,6 +1036,33 @@ impl Engine {
             }
             let key = (BuyerId(input.u64()?), SkuId(input.u32()?));
             engine.buyer_units.insert(key, input.u32()?);
+        }
+
+        // Version 1 was written before cart claims existed: it has none.
+        let claim_count = if version >= 2 { input.u32()? } else { 0 };
+        if claim_count > limits.orders_max {
+            return Err(SnapshotError::Limits("cart claims"));
+        }
+        let mut previous_buyer = None;
+        for _ in 0..claim_count {
+            let buyer = BuyerId(input.u64()?);
+            let version = CartVersion(input.u64()?);
+            let order = OrderId(input.u64()?);
+            // Strictly ascending buyers, as written: also refuses two claims of one buyer.
+            if previous_buyer.is_some_and(|previous| previous >= buyer) {
+                return Err(SnapshotError::Inconsistent("cart claims out of order or repeated"));
+            }
+            previous_buyer = Some(buyer);
+            let slot = *engine
+                .order_slots
+                .get(&order)
+                .ok_or(SnapshotError::Inconsistent("cart claim of an order that is not live"))?;
+            let claimant = &mut engine.orders[slot as usize];
+            if claimant.buyer != buyer {
+                return Err(SnapshotError::Inconsistent("cart claim of another buyer's order"));
+            }
+            claimant.claims_cart = true;
+            engine.cart_claims.insert(buyer, (version, order));
         }
         if !input.is_empty() {
             return Err(SnapshotError::Inconsistent("trailing bytes"));
@@ -917,7 +1117,10 @@ fn announce_stock(
     }
 }
 
-const SNAPSHOT_VERSION: u32 = 1;
+/// The version `encode_snapshot` writes: 2 added the cart claims.
+const SNAPSHOT_VERSION: u32 = 2;
+/// The oldest version `decode_snapshot` still reads.
+const SNAPSHOT_VERSION_FIRST: u32 = 1;
 
 /// The byte that stands for an order state in snapshots and command encodings.
 pub fn order_state_code(state: OrderState) -> u8 {

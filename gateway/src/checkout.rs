@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use surge_engine::limits::{LINES_PER_ORDER_MAX, WAREHOUSE_CHOICES_MAX};
 use surge_engine::{
-    BuyerId, Command, LineMask, LineRequest, LineRequests, Outcome, Rejection, SkuId, Timestamp,
+    BuyerId, Command, Expiry, LineMask, LineRequest, LineRequests, Outcome, Rejection, SkuId,
     WarehouseChoices, WarehouseId,
 };
 
@@ -318,7 +318,6 @@ async fn place_order(
         return Err(ApiError::not_deliverable(skus));
     }
 
-    let now = crate::time::now();
     let ttl_ns = u64::try_from(services.config.reservation_ttl.as_nanos()).unwrap_or(u64::MAX);
     let requests: Vec<LineRequest> = lines
         .iter()
@@ -327,7 +326,8 @@ async fn place_order(
     let warehouses: Vec<_> = candidates.iter().map(|(warehouse, _)| warehouse.id).collect();
     let command = Command::Reserve {
         buyer: BuyerId(u64::try_from(caller.user_id).map_err(ApiError::internal)?),
-        expires_at: Timestamp(now.0.saturating_add(ttl_ns)),
+        expiry: Expiry::After { ttl_ns },
+        cart: None,
         lines: LineRequests::from_slice(&requests).expect("at most LINES_PER_ORDER_MAX lines"),
         warehouses: WarehouseChoices::from_slice(&warehouses)
             .expect("at most WAREHOUSE_CHOICES_MAX"),
@@ -335,7 +335,7 @@ async fn place_order(
     let applied = crate::submit(&services.engine, command).await?;
     let (order, expires_at, reserved) = match applied.outcome {
         Outcome::Reserved { order, expires_at, lines } => (order, expires_at, lines),
-        Outcome::Rejected(Rejection::OutOfStock { lines: mask }) => {
+        Outcome::Rejected(Rejection::OutOfStock { lines: mask, .. }) => {
             return Err(stock_refusal(services, &lines, mask, warehouses).await?);
         }
         Outcome::Rejected(Rejection::PurchaseLimitExceeded { lines: mask }) => {

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 use surge_engine::{
-    BuyerId, Command, LineRequest, LineRequests, Outcome, Timestamp, WarehouseChoices,
+    BuyerId, Command, Expiry, LineRequest, LineRequests, Outcome, Timestamp, WarehouseChoices,
 };
 use surge_gateway::testing::{TestApp, ADMIN_TOKEN};
 
@@ -303,7 +303,8 @@ async fn stock_goes_through_the_engine() {
     let expires_at = Timestamp(deadline.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64);
     let reserve = Command::Reserve {
         buyer: BuyerId(1),
-        expires_at,
+        expiry: Expiry::At(expires_at),
+        cart: None,
         lines: LineRequests::from_slice(&[LineRequest { sku, quantity: 3 }]).unwrap(),
         warehouses: WarehouseChoices::from_slice(&[north]).unwrap(),
     };

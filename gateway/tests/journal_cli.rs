@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use surge_engine::{
-    BuyerId, Command, Limits, LineRequest, LineRequests, ReleaseReason, SkuId, Timestamp,
+    BuyerId, Command, Expiry, Limits, LineRequest, LineRequests, ReleaseReason, SkuId, Timestamp,
     WarehouseChoices, WarehouseId,
 };
 use surge_journal::JournalConfig;
@@ -35,7 +35,8 @@ fn write_journal(dir: &Path, orders: u64) -> u64 {
         let expires_at = Timestamp(SystemClock.now().0 + 3_600_000_000_000);
         let reserve = Command::Reserve {
             buyer: BuyerId(buyer),
-            expires_at,
+            expiry: Expiry::At(expires_at),
+            cart: None,
             lines: LineRequests::from_slice(&[LineRequest { sku: SkuId(1), quantity: 2 }]).unwrap(),
             warehouses: WarehouseChoices::from_slice(&[WarehouseId(2)]).unwrap(),
         };

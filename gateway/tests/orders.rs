@@ -10,8 +10,8 @@ use axum::http::{Method, StatusCode};
 use rusqlite::params;
 use serde_json::{json, Value};
 use surge_engine::{
-    BuyerId, Command, LineRequest, LineRequests, OrderId, Outcome, SkuId, StockLevel, Timestamp,
-    WarehouseChoices, WarehouseId,
+    BuyerId, Command, Expiry, LineRequest, LineRequests, OrderId, Outcome, SkuId, StockLevel,
+    Timestamp, WarehouseChoices, WarehouseId,
 };
 use surge_gateway::orders::record_transition;
 use surge_gateway::testing::{TestApp, ADMIN_TOKEN};
@@ -90,7 +90,8 @@ async fn place_with_ttl(app: &TestApp, buyer: &User, lines: &[Line], ttl: Durati
         &services.engine,
         Command::Reserve {
             buyer: BuyerId(buyer.id.unsigned_abs()),
-            expires_at,
+            expiry: Expiry::At(expires_at),
+            cart: None,
             lines: LineRequests::from_slice(&requests).unwrap(),
             warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).unwrap(),
         },
@@ -412,7 +413,8 @@ async fn reservations_a_crash_left_without_an_order_row_are_released() {
     let requests = [LineRequest { sku: ids[0], quantity: 3 }];
     let orphan = Command::Reserve {
         buyer: BuyerId(buyer.id.unsigned_abs()),
-        expires_at: Timestamp(surge_gateway::time::now().0 + 600_000_000_000),
+        expiry: Expiry::After { ttl_ns: 600_000_000_000 },
+        cart: None,
         lines: LineRequests::from_slice(&requests).unwrap(),
         warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).unwrap(),
     };

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use surge_engine::{
-    BuyerId, Command, Event, Limits, LineRequest, LineRequests, OrderId, OrderState, Outcome,
-    Rejection, ReleaseReason, Sequence, SkuId, Timestamp, WarehouseChoices, WarehouseId,
+    BuyerId, Command, Event, Expiry, Limits, LineRequest, LineRequests, OrderId, OrderState,
+    Outcome, Rejection, ReleaseReason, Sequence, SkuId, WarehouseChoices, WarehouseId,
 };
 use surge_journal::MemStorage;
 use surge_pipeline::DurableError;
-use surge_pipeline::{Clock, Pipeline, PipelineConfig, SubmitError, SystemClock};
+use surge_pipeline::{Pipeline, PipelineConfig, SubmitError, SystemClock};
 
 fn config() -> PipelineConfig {
     PipelineConfig {
@@ -25,10 +25,10 @@ fn config() -> PipelineConfig {
 }
 
 fn reserve(buyer: u64, sku: u32, quantity: u32, ttl: Duration) -> Command {
-    let now = SystemClock.now().0;
     Command::Reserve {
         buyer: BuyerId(buyer),
-        expires_at: Timestamp(now + u64::try_from(ttl.as_nanos()).unwrap()),
+        expiry: Expiry::After { ttl_ns: u64::try_from(ttl.as_nanos()).unwrap() },
+        cart: None,
         lines: LineRequests::from_slice(&[LineRequest { sku: SkuId(sku), quantity }]).unwrap(),
         warehouses: WarehouseChoices::from_slice(&[WarehouseId(0), WarehouseId(1)]).unwrap(),
     }

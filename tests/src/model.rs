@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use surge_engine::{
-    BuyerId, Capacity, Command, Engine, Limits, Line, LineMask, LineRequests, Lines, OrderId,
-    OrderState, OrderView, Outcome, Rejection, ReleaseReason, Sequence, SkuId, StockLevel,
-    Timestamp, WarehouseChoices, WarehouseId,
+    BuyerId, Capacity, CartVersion, Command, Engine, Expiry, Limits, Line, LineMask, LineRequests,
+    Lines, OrderId, OrderState, OrderView, Outcome, Progress, Query, Rejection, ReleaseReason,
+    Sequence, SkuId, StockLevel, Timestamp, WarehouseChoices, WarehouseId,
 };
 
 /// A live order as the model keeps it.
@@ -37,6 +37,8 @@ pub struct Model {
     /// entries use up `buyer_counters_max`.
     buyer_units: BTreeMap<(BuyerId, SkuId), u32>,
     orders: BTreeMap<OrderId, ModelOrder>,
+    /// Per buyer, the newest cart version checked out by a live order, and that order.
+    cart_claims: BTreeMap<BuyerId, (CartVersion, OrderId)>,
     /// Every buyer that ever asked for a reservation, so `check_against` can compare all counters.
     buyers_seen: BTreeSet<BuyerId>,
 }
@@ -51,6 +53,7 @@ impl Model {
             buyer_limits: BTreeMap::new(),
             buyer_units: BTreeMap::new(),
             orders: BTreeMap::new(),
+            cart_claims: BTreeMap::new(),
             buyers_seen: BTreeSet::new(),
         }
     }
@@ -66,8 +69,8 @@ impl Model {
                 self.set_stock(sku, warehouse, on_hand)
             }
             Command::SetBuyerLimit { sku, per_buyer } => self.set_buyer_limit(sku, per_buyer),
-            Command::Reserve { buyer, expires_at, lines, warehouses } => {
-                self.reserve(OrderId(sequence.0), at, buyer, expires_at, &lines, &warehouses)
+            Command::Reserve { buyer, expiry, cart, lines, warehouses } => {
+                self.reserve(OrderId(sequence.0), at, buyer, expiry, cart, &lines, &warehouses)
             }
             Command::Commit { order } => self.commit(order, at),
             Command::Release { order, reason } => self.release(order, at, reason),
@@ -132,12 +135,14 @@ impl Model {
         Ok(Outcome::BuyerLimitSet)
     }
 
+    #[expect(clippy::too_many_arguments, reason = "the fields of one Reserve command")]
     fn reserve(
         &mut self,
         id: OrderId,
         at: Timestamp,
         buyer: BuyerId,
-        expires_at: Timestamp,
+        expiry: Expiry,
+        cart: Option<CartVersion>,
         requests: &LineRequests,
         warehouses: &WarehouseChoices,
     ) -> Result<Outcome, Rejection> {
@@ -145,16 +150,33 @@ impl Model {
         let requests = requests.as_slice();
         let warehouses = warehouses.as_slice();
 
+        // The deadline as sent, or the time to live after the command's stamp; in u128, where
+        // nothing overflows, so a deadline past the end of u64 time is simply out of range.
+        let deadline = match expiry {
+            Expiry::At(expires_at) => u128::from(expires_at.0),
+            Expiry::After { ttl_ns } => u128::from(at.0) + u128::from(ttl_ns),
+        };
         let skus: BTreeSet<SkuId> = requests.iter().map(|request| request.sku).collect();
         let invalid = requests.is_empty()
             || warehouses.is_empty()
-            || expires_at <= at
+            || deadline <= u128::from(at.0)
+            || deadline > u128::from(u64::MAX)
             || skus.len() != requests.len()
             || requests.iter().any(|request| request.quantity == 0)
             || requests.iter().any(|request| !self.sku_is_valid(request.sku))
             || warehouses.iter().any(|&warehouse| !self.warehouse_is_valid(warehouse));
         if invalid {
             return Err(Rejection::Invalid);
+        }
+        let expires_at = Timestamp(u64::try_from(deadline).expect("checked above"));
+
+        // A cart is checked out at most once: while a live order claims this version or a newer
+        // one, the checkout is refused, before anything that could still change (capacity) and
+        // before anything it could learn from (limits, stock).
+        if let (Some(version), Some(&(claimed, _))) = (cart, self.cart_claims.get(&buyer)) {
+            if claimed >= version {
+                return Err(Rejection::CartAlreadyCheckedOut);
+            }
         }
 
         if self.orders.len() >= self.limits.orders_max as usize {
@@ -203,7 +225,19 @@ impl Model {
             }
         }
         if !out_of_stock.is_empty() {
-            return Err(Rejection::OutOfStock { lines: out_of_stock });
+            // Refused lines that some warehouse outside the candidates could serve whole.
+            let mut elsewhere = LineMask::default();
+            for (index, request) in requests.iter().enumerate() {
+                let served_elsewhere = self.stock.iter().any(|(&(sku, warehouse), level)| {
+                    sku == request.sku
+                        && !warehouses.contains(&warehouse)
+                        && level.on_hand - level.reserved >= request.quantity
+                });
+                if out_of_stock.contains(index) && served_elsewhere {
+                    elsewhere.set(index);
+                }
+            }
+            return Err(Rejection::OutOfStock { lines: out_of_stock, elsewhere });
         }
 
         let mut counted = Vec::new();
@@ -225,6 +259,9 @@ impl Model {
         };
         let lines = lines_of(&order);
         self.orders.insert(id, order);
+        if let Some(version) = cart {
+            self.cart_claims.insert(buyer, (version, id));
+        }
         Ok(Outcome::Reserved { order: id, expires_at, lines })
     }
 
@@ -296,7 +333,7 @@ impl Model {
                 return Err(Rejection::Invalid);
             }
         }
-        let order = self.orders.remove(&id).expect("confirmed order");
+        let order = self.forget(id);
         for line in &order.lines {
             let level = self.stock.get_mut(&(line.sku, line.warehouse)).expect("line cell");
             level.on_hand += line.quantity;
@@ -321,20 +358,29 @@ impl Model {
             return Err(Rejection::WrongState { state: order.state });
         }
         // Delivered units keep counting towards the buyer's limits: no `uncount`.
-        self.orders.remove(&id);
+        self.forget(id);
         Ok(Outcome::Transitioned { order: id, state: OrderState::Delivered })
     }
 
     /// A pending order that will not be paid: its units become available again, its counted units
     /// come off the buyer's counters, and the model forgets it.
     fn unreserve_and_forget(&mut self, id: OrderId) {
-        let order = self.orders.remove(&id).expect("live order");
+        let order = self.forget(id);
         assert_eq!(order.state, OrderState::PendingPayment);
         for line in &order.lines {
             let level = self.stock.get_mut(&(line.sku, line.warehouse)).expect("line cell");
             level.reserved -= line.quantity;
         }
         self.uncount(&order);
+    }
+
+    /// An order leaves: the model drops it, and the cart claim that names it if there is one.
+    fn forget(&mut self, id: OrderId) -> ModelOrder {
+        let order = self.orders.remove(&id).expect("live order");
+        if self.cart_claims.get(&order.buyer).is_some_and(|&(_, claimant)| claimant == id) {
+            self.cart_claims.remove(&order.buyer);
+        }
+        order
     }
 
     fn uncount(&mut self, order: &ModelOrder) {
@@ -381,8 +427,14 @@ impl Model {
         self.buyer_limits.get(&sku).copied()
     }
 
+    /// The buyer's cart claim: the newest version a live order checked out, and that order.
+    pub fn cart_claim(&self, buyer: BuyerId) -> Option<(CartVersion, OrderId)> {
+        self.cart_claims.get(&buyer).copied()
+    }
+
     /// Asserts that everything the engine lets an observer see equals the model: every stock cell
-    /// (and no others), every live order, every SKU's limit and every counter of every buyer seen.
+    /// (and no others), every live order, every SKU's limit, and every counter and cart claim of
+    /// every buyer seen.
     pub fn check_against(&self, engine: &Engine) {
         for sku in (0..self.limits.skus_max).map(SkuId) {
             let expected: Vec<(WarehouseId, StockLevel)> = self
@@ -415,12 +467,63 @@ impl Model {
             })
             .collect();
         assert_eq!(engine.orders(), expected, "live orders");
+        for &buyer in &self.buyers_seen {
+            assert_eq!(engine.cart_claim(buyer), self.cart_claim(buyer), "cart claim of {buyer:?}");
+        }
+        self.check_queries(engine);
         assert_eq!(engine.live_orders(), expected.len());
         let mut states: Vec<_> = engine.order_states().collect();
         states.sort_unstable_by_key(|&(id, _)| id);
         let expected_states: Vec<_> =
             expected.iter().map(|order| (order.id, order.state)).collect();
         assert_eq!(states, expected_states, "live order states");
+    }
+}
+
+impl Model {
+    /// The answers to every kind of `Query` equal the model's state.
+    fn check_queries(&self, engine: &Engine) {
+        let mut progress = Query::progress();
+        engine.answer(&mut progress);
+        let expected = Progress {
+            last_sequence: self.last_sequence.unwrap_or_default(),
+            last_at: self.last_at,
+            live_orders: u32::try_from(self.orders.len()).expect("few orders"),
+            limits: self.limits,
+        };
+        assert_eq!(progress, Query::Progress(Some(expected)), "progress");
+
+        // Every live order, and the recent ids around them, which are mostly not live.
+        let last = self.last_sequence.unwrap_or_default().0;
+        let mut ids: Vec<OrderId> = (last.saturating_sub(64)..=last + 1).map(OrderId).collect();
+        ids.extend(self.orders.keys());
+        let mut orders = Query::orders(ids.clone());
+        engine.answer(&mut orders);
+        let Query::Orders(orders) = orders else { panic!("{orders:?}") };
+        let expected: Vec<_> = ids.iter().map(|&id| (id, self.order_state(id))).collect();
+        assert_eq!(orders.iter().collect::<Vec<_>>(), expected, "order states");
+
+        // Every SKU and one beyond the limits, in descending order, with a cell buffer of the
+        // smallest size that is sure to make progress, so most answers come in several parts.
+        let skus: Vec<SkuId> = (0..=self.limits.skus_max).rev().map(SkuId).collect();
+        let mut stock = Query::stock(skus.clone(), usize::from(self.limits.warehouses_max));
+        let (mut limits, mut cells) = (Vec::new(), Vec::new());
+        loop {
+            engine.answer(&mut stock);
+            let Query::Stock(part) = &mut stock else { panic!("{stock:?}") };
+            limits.extend(part.skus().iter().copied().zip(part.buyer_limits().iter().copied()));
+            cells.extend(part.cells().iter().map(|cell| ((cell.sku, cell.warehouse), cell.level)));
+            if !part.advance() {
+                break;
+            }
+        }
+        let expected: Vec<_> = skus.iter().map(|&sku| (sku, self.buyer_limit(sku))).collect();
+        assert_eq!(limits, expected, "buyer limits");
+        let expected: Vec<_> = skus
+            .iter()
+            .flat_map(|&sku| self.cells().filter(move |((cell_sku, _), _)| *cell_sku == sku))
+            .collect();
+        assert_eq!(cells, expected, "stock cells by SKU as asked, then by warehouse");
     }
 }
 

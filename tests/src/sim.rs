@@ -30,8 +30,9 @@ use std::panic::{self, AssertUnwindSafe};
 
 use surge_engine::codec::decode_command;
 use surge_engine::{
-    BuyerId, Command, DiscardEvents, Engine, Limits, LineRequest, LineRequests, Lines, OrderId,
-    OrderState, Outcome, ReleaseReason, Sequence, SkuId, Timestamp, WarehouseChoices, WarehouseId,
+    BuyerId, CartVersion, Command, DiscardEvents, Engine, Expiry, Limits, LineRequest,
+    LineRequests, Lines, OrderId, OrderState, Outcome, ReleaseReason, Sequence, SkuId, Timestamp,
+    WarehouseChoices, WarehouseId,
 };
 use surge_journal::record::{parse_segment_name, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use surge_journal::{
@@ -595,19 +596,41 @@ impl<'a> Sim<'a> {
                 warehouses.push(warehouse);
             }
         }
-        // The client computes the deadline from its own view of time; the batch's stamp comes later,
-        // so short deadlines sometimes pass before the command is sequenced.
-        let expires_at = if self.rng.below(100) == 0 {
-            self.now
-        } else {
-            self.now + (1 + self.rng.below(200)) * MS
-        };
         Command::Reserve {
             buyer: BuyerId(1 + self.rng.below(BUYERS)),
-            expires_at: Timestamp(expires_at),
+            expiry: self.expiry(),
+            cart: self.cart(),
             lines,
             warehouses,
         }
+    }
+
+    /// Half the reservations carry a deadline computed from the client's own view of time; the
+    /// batch's stamp comes later, so short deadlines sometimes pass before the command is
+    /// sequenced. The others carry a time to live, which the engine adds to the stamp, now and then
+    /// zero or so long that the sum overflows.
+    fn expiry(&mut self) -> Expiry {
+        if self.rng.below(2) == 0 {
+            let expires_at = if self.rng.below(100) == 0 {
+                self.now
+            } else {
+                self.now + (1 + self.rng.below(200)) * MS
+            };
+            return Expiry::At(Timestamp(expires_at));
+        }
+        let ttl_ns = match self.rng.below(100) {
+            0 => 0,
+            1 => u64::MAX - self.rng.below(MS),
+            _ => (1 + self.rng.below(200)) * MS,
+        };
+        Expiry::After { ttl_ns }
+    }
+
+    /// Half the reservations are checkouts of a cart. Versions are few and buyers are few, so the
+    /// same version comes twice (a duplicated checkout), an older one after a newer, and a newer
+    /// one while an older order is still live.
+    fn cart(&mut self) -> Option<CartVersion> {
+        (self.rng.below(2) == 0).then(|| CartVersion(self.rng.below(4)))
     }
 
     /// Mostly a live order, sometimes one that resolved, sometimes an id that may never have been one.

@@ -10,8 +10,9 @@
 use proptest::prelude::*;
 use surge_engine::codec::{decode_command, encode_command};
 use surge_engine::{
-    BuyerId, Command, DiscardEvents, Engine, Limits, LineRequest, LineRequests, OrderId,
-    ReleaseReason, Sequence, SkuId, Timestamp, WarehouseChoices, WarehouseId,
+    BuyerId, CartVersion, Command, DiscardEvents, Engine, Expiry, Limits, LineRequest,
+    LineRequests, OrderId, ReleaseReason, Sequence, SkuId, Timestamp, WarehouseChoices,
+    WarehouseId,
 };
 use surge_journal::record::{decode_record, decode_segment_header, encode_record};
 
@@ -23,13 +24,20 @@ const LIMITS: Limits = Limits {
     buyer_counters_max: 8,
 };
 
-fn reserve(buyer: u64, lines: &[(u32, u32)], warehouses: &[u16]) -> Command {
+fn reserve(
+    buyer: u64,
+    expiry: Expiry,
+    cart: Option<u64>,
+    lines: &[(u32, u32)],
+    warehouses: &[u16],
+) -> Command {
     let lines: Vec<LineRequest> =
         lines.iter().map(|&(sku, quantity)| LineRequest { sku: SkuId(sku), quantity }).collect();
     let warehouses: Vec<WarehouseId> = warehouses.iter().map(|&w| WarehouseId(w)).collect();
     Command::Reserve {
         buyer: BuyerId(buyer),
-        expires_at: Timestamp(1_000_000),
+        expiry,
+        cart: cart.map(CartVersion),
         lines: LineRequests::from_slice(&lines).unwrap(),
         warehouses: WarehouseChoices::from_slice(&warehouses).unwrap(),
     }
@@ -41,7 +49,10 @@ fn commands() -> Vec<Command> {
         Command::SetStock { sku: SkuId(3), warehouse: WarehouseId(1), on_hand: 70_000 },
         Command::SetBuyerLimit { sku: SkuId(2), per_buyer: Some(4) },
         Command::SetBuyerLimit { sku: SkuId(2), per_buyer: None },
-        reserve(7, &[(1, 2), (3, 1), (5, 9)], &[2, 0, 1]),
+        reserve(7, Expiry::At(Timestamp(1_000_000)), None, &[(1, 2), (3, 1), (5, 9)], &[2, 0, 1]),
+        reserve(8, Expiry::After { ttl_ns: 900_000_000_000 }, None, &[(4, 1), (2, 3)], &[3, 1]),
+        reserve(9, Expiry::After { ttl_ns: 1 }, Some(12), &[(4, 1)], &[0]),
+        reserve(9, Expiry::At(Timestamp(5)), Some(0), &[(6, 2), (1, 1)], &[1, 2, 3]),
         Command::Commit { order: OrderId(41) },
         Command::Release { order: OrderId(42), reason: ReleaseReason::PaymentFailed },
         Command::Release { order: OrderId(43), reason: ReleaseReason::Cancelled },
@@ -52,8 +63,8 @@ fn commands() -> Vec<Command> {
     ]
 }
 
-/// A snapshot with stock in several warehouses, a buyer limit, and pending, confirmed and shipped
-/// orders.
+/// A snapshot with stock in several warehouses, a buyer limit, pending, confirmed and shipped
+/// orders, and cart claims of a pending and of a shipped order.
 fn snapshot() -> Vec<u8> {
     let mut engine = Engine::new(LIMITS);
     let mut sequence = 0;
@@ -67,15 +78,18 @@ fn snapshot() -> Vec<u8> {
         apply(&mut engine, command);
     }
     apply(&mut engine, Command::SetBuyerLimit { sku: SkuId(1), per_buyer: Some(3) });
-    apply(&mut engine, reserve(1, &[(1, 2), (3, 1)], &[0, 1]));
-    apply(&mut engine, reserve(2, &[(5, 1)], &[0]));
-    apply(&mut engine, reserve(3, &[(1, 1), (3, 2)], &[2, 1]));
+    let hour = Expiry::After { ttl_ns: 3_600_000_000_000 };
+    apply(&mut engine, reserve(1, hour, Some(4), &[(1, 2), (3, 1)], &[0, 1]));
+    apply(&mut engine, reserve(2, Expiry::At(Timestamp(1_000_000)), None, &[(5, 1)], &[0]));
+    apply(&mut engine, reserve(3, hour, Some(1), &[(1, 1), (3, 2)], &[2, 1]));
     // Order ids are the sequences of their reservations: 6, 7 and 8.
     apply(&mut engine, Command::Commit { order: OrderId(7) });
     apply(&mut engine, Command::Commit { order: OrderId(8) });
     apply(&mut engine, Command::Ship { order: OrderId(8) });
     engine.check_invariants();
     assert_eq!(engine.live_orders(), 3, "the fixture holds the orders it means to");
+    assert_eq!(engine.cart_claim(BuyerId(1)), Some((CartVersion(4), OrderId(6))));
+    assert_eq!(engine.cart_claim(BuyerId(3)), Some((CartVersion(1), OrderId(8))));
     let mut bytes = Vec::new();
     engine.encode_snapshot(&mut bytes);
     bytes
@@ -83,7 +97,8 @@ fn snapshot() -> Vec<u8> {
 
 fn framed_record() -> Vec<u8> {
     let mut payload = Vec::new();
-    encode_command(&reserve(7, &[(1, 2), (3, 1)], &[2, 0]), &mut payload);
+    let command = reserve(7, Expiry::After { ttl_ns: 1 }, Some(3), &[(1, 2), (3, 1)], &[2, 0]);
+    encode_command(&command, &mut payload);
     let mut bytes = Vec::new();
     encode_record(&mut bytes, 12, 34, 1, &payload);
     bytes
@@ -187,6 +202,62 @@ fn the_fixtures_decode_whole() {
     let decoded = decode_record(&record).expect("the framed record decodes");
     assert_eq!((decoded.seq, decoded.at, decoded.kind), (12, 34, 1));
     assert!(decode_command(decoded.payload).is_ok());
+}
+
+/// The reserve layouts byte for byte as docs/formats.md gives them, written by hand rather than by
+/// the encoder, so that a change to the encoder cannot pass by changing both sides.
+#[test]
+fn reserve_records_decode_as_the_format_specifies() {
+    fn le(bytes: &mut Vec<u8>, value: u64, width: usize) {
+        bytes.extend_from_slice(&value.to_le_bytes()[..width]);
+    }
+    // One line (sku 4, quantity 2), warehouses 3 then 1.
+    let mut tail = vec![1];
+    le(&mut tail, 4, 4);
+    le(&mut tail, 2, 4);
+    tail.push(2);
+    le(&mut tail, 3, 2);
+    le(&mut tail, 1, 2);
+
+    let mut tag_3 = vec![3];
+    le(&mut tag_3, 9, 8);
+    le(&mut tag_3, 1_000_000, 8);
+    tag_3.extend_from_slice(&tail);
+    let at = reserve(9, Expiry::At(Timestamp(1_000_000)), None, &[(4, 2)], &[3, 1]);
+    assert_eq!(decode_command(&tag_3), Ok(at));
+    let mut encoded = Vec::new();
+    encode_command(&at, &mut encoded);
+    assert_eq!(encoded, tag_3, "an absolute deadline without a cart is still written as tag 3");
+
+    let tag_10 = |kind: u8, nanos: u64, present: u8, version: u64| {
+        let mut bytes = vec![10];
+        le(&mut bytes, 9, 8);
+        bytes.push(kind);
+        le(&mut bytes, nanos, 8);
+        bytes.push(present);
+        le(&mut bytes, version, 8);
+        bytes.extend_from_slice(&tail);
+        bytes
+    };
+    let after = reserve(9, Expiry::After { ttl_ns: 600 }, Some(7), &[(4, 2)], &[3, 1]);
+    assert_eq!(decode_command(&tag_10(2, 600, 1, 7)), Ok(after));
+    encoded.clear();
+    encode_command(&after, &mut encoded);
+    assert_eq!(encoded, tag_10(2, 600, 1, 7));
+    let after_no_cart = reserve(9, Expiry::After { ttl_ns: 600 }, None, &[(4, 2)], &[3, 1]);
+    assert_eq!(decode_command(&tag_10(2, 600, 0, 0)), Ok(after_no_cart));
+    let at_with_cart = reserve(9, Expiry::At(Timestamp(600)), Some(0), &[(4, 2)], &[3, 1]);
+    assert_eq!(decode_command(&tag_10(1, 600, 1, 0)), Ok(at_with_cart));
+    // Tag 10 may also hold what tag 3 holds; it decodes to the same command.
+    let at_no_cart = reserve(9, Expiry::At(Timestamp(600)), None, &[(4, 2)], &[3, 1]);
+    assert_eq!(decode_command(&tag_10(1, 600, 0, 0)), Ok(at_no_cart));
+
+    for (kind, present, version) in [(0, 0, 0), (3, 0, 0), (255, 1, 1), (2, 2, 0), (2, 0, 5)] {
+        assert!(
+            decode_command(&tag_10(kind, 600, present, version)).is_err(),
+            "expiry_kind {kind}, cart_present {present}, cart_version {version}"
+        );
+    }
 }
 
 proptest! {

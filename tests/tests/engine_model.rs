@@ -17,9 +17,9 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{FileFailurePersistence, RngAlgorithm, TestRng, TestRunner};
 use surge_engine::codec::{decode_command, encode_command};
 use surge_engine::{
-    BuyerId, Capacity, Command, DiscardEvents, Engine, Limits, LineRequest, LineRequests, Lines,
-    OrderId, OrderState, Outcome, Rejection, ReleaseReason, Sequence, SkuId, Timestamp,
-    WarehouseChoices, WarehouseId,
+    BuyerId, Capacity, CartVersion, Command, DiscardEvents, Engine, Expiry, Limits, LineRequest,
+    LineRequests, Lines, OrderId, OrderState, Outcome, Rejection, ReleaseReason, Sequence, SkuId,
+    Timestamp, WarehouseChoices, WarehouseId,
 };
 use surge_tests::model::Model;
 
@@ -44,11 +44,34 @@ enum Pick {
     Any(u64),
 }
 
+/// A reservation's deadline as the step describes it.
+#[derive(Clone, Copy, Debug)]
+enum Deadline {
+    /// `Expiry::At` this many nanoseconds after the command's stamp, as a sender whose clock
+    /// agrees with the sequencer's computes it.
+    At { lifetime: u64 },
+    /// `Expiry::After`, for the engine to add to the stamp.
+    After { ttl_ns: u64 },
+}
+
 #[derive(Clone, Debug)]
 enum Step {
-    SetStock { sku: u32, warehouse: u16, on_hand: u32 },
-    SetBuyerLimit { sku: u32, per_buyer: Option<u32> },
-    Reserve { buyer: u64, lifetime: u64, lines: Vec<(u32, u32)>, warehouses: Vec<u16> },
+    SetStock {
+        sku: u32,
+        warehouse: u16,
+        on_hand: u32,
+    },
+    SetBuyerLimit {
+        sku: u32,
+        per_buyer: Option<u32>,
+    },
+    Reserve {
+        buyer: u64,
+        expiry: Deadline,
+        cart: Option<u64>,
+        lines: Vec<(u32, u32)>,
+        warehouses: Vec<u16>,
+    },
     Commit(Pick),
     Release(Pick, ReleaseReason),
     Expire,
@@ -106,9 +129,30 @@ fn lifetime() -> impl Strategy<Value = u64> {
     prop_oneof![1 => Just(0), 16 => 1..150u64, 8 => 150..5_000u64]
 }
 
+/// Either kind; a time to live near `u64::MAX` overflows when added to the stamp.
+fn deadline() -> impl Strategy<Value = Deadline> {
+    prop_oneof![
+        10 => lifetime().prop_map(|lifetime| Deadline::At { lifetime }),
+        10 => lifetime().prop_map(|ttl_ns| Deadline::After { ttl_ns }),
+        1 => (u64::MAX - 4..=u64::MAX).prop_map(|ttl_ns| Deadline::After { ttl_ns }),
+    ]
+}
+
+/// Buy now, or a checkout of one of a few cart versions: with six buyers, the same version comes
+/// again (a duplicate), an older one after a newer, and a newer one while an older is live.
+fn cart() -> impl Strategy<Value = Option<u64>> {
+    prop_oneof![2 => Just(None), 3 => (0..4u64).prop_map(Some)]
+}
+
 fn reserve() -> impl Strategy<Value = Step> {
-    (0..BUYERS, lifetime(), lines(), warehouses()).prop_map(
-        |(buyer, lifetime, lines, warehouses)| Step::Reserve { buyer, lifetime, lines, warehouses },
+    (0..BUYERS, deadline(), cart(), lines(), warehouses()).prop_map(
+        |(buyer, expiry, cart, lines, warehouses)| Step::Reserve {
+            buyer,
+            expiry,
+            cart,
+            lines,
+            warehouses,
+        },
     )
 }
 
@@ -206,7 +250,7 @@ impl Run {
             &Step::SetBuyerLimit { sku, per_buyer } => {
                 Command::SetBuyerLimit { sku: SkuId(sku), per_buyer }
             }
-            Step::Reserve { buyer, lifetime, lines, warehouses } => {
+            Step::Reserve { buyer, expiry, cart, lines, warehouses } => {
                 let lines: Vec<LineRequest> = lines
                     .iter()
                     .map(|&(sku, quantity)| LineRequest { sku: SkuId(sku), quantity })
@@ -215,7 +259,11 @@ impl Run {
                     warehouses.iter().copied().map(WarehouseId).collect();
                 Command::Reserve {
                     buyer: BuyerId(*buyer),
-                    expires_at: Timestamp(self.now + lifetime),
+                    expiry: match *expiry {
+                        Deadline::At { lifetime } => Expiry::At(Timestamp(self.now + lifetime)),
+                        Deadline::After { ttl_ns } => Expiry::After { ttl_ns },
+                    },
+                    cart: cart.map(CartVersion),
                     lines: LineRequests::from_slice(&lines).expect("at most 4 lines"),
                     warehouses: WarehouseChoices::from_slice(&warehouses).expect("at most 4"),
                 }
@@ -381,6 +429,9 @@ fn kind(command: &Command, outcome: &Outcome) -> String {
         }
         Outcome::StockSet(_) => "StockSet".into(),
         Outcome::BuyerLimitSet => "BuyerLimitSet".into(),
+        Outcome::Reserved { .. } if matches!(command, Command::Reserve { cart: Some(_), .. }) => {
+            "Reserved(cart)".into()
+        }
         Outcome::Reserved { .. } => "Reserved".into(),
         Outcome::Transitioned { state, .. } => format!("Transitioned({state:?})"),
         Outcome::ExpiredOrders { count: 0 } => "ExpiredOrders(0)".into(),
@@ -390,7 +441,10 @@ fn kind(command: &Command, outcome: &Outcome) -> String {
         }
         Outcome::Rejected(Rejection::WrongState { .. }) => "WrongState".into(),
         Outcome::Rejected(Rejection::AlreadyResolved { .. }) => "AlreadyResolved".into(),
-        Outcome::Rejected(Rejection::OutOfStock { .. }) => "OutOfStock".into(),
+        Outcome::Rejected(Rejection::OutOfStock { elsewhere, .. }) if elsewhere.is_empty() => {
+            "OutOfStock".into()
+        }
+        Outcome::Rejected(Rejection::OutOfStock { .. }) => "OutOfStock(elsewhere)".into(),
         Outcome::Rejected(Rejection::PurchaseLimitExceeded { .. }) => {
             "PurchaseLimitExceeded".into()
         }
@@ -422,16 +476,19 @@ fn generated_sequences_reach_every_outcome() {
         "StockSet",
         "BuyerLimitSet",
         "Reserved",
+        "Reserved(cart)",
         "ExpiredOrders(0)",
         "ExpiredOrders(>0)",
         "WrongState",
         "AlreadyResolved",
         "OutOfStock",
+        "OutOfStock(elsewhere)",
         "PurchaseLimitExceeded",
         "BelowReserved",
         "UnknownOrder",
         "Expired",
         "Invalid",
+        "CartAlreadyCheckedOut",
     ]
     .into_iter()
     .map(String::from)
@@ -483,7 +540,13 @@ fn a_cancel_whose_units_no_longer_fit_on_hand_is_refused_and_changes_nothing() {
     let on_shelf = |on_hand| Step::SetStock { sku: 2, warehouse: 0, on_hand };
     let (mut run, outcomes) = run_steps(vec![
         on_shelf(5),
-        Step::Reserve { buyer: 1, lifetime: 100, lines: vec![(2, 4)], warehouses: vec![0] },
+        Step::Reserve {
+            buyer: 1,
+            expiry: Deadline::After { ttl_ns: 100 },
+            cart: None,
+            lines: vec![(2, 4)],
+            warehouses: vec![0],
+        },
         Step::Commit(Pick::Any(2)),
         on_shelf(u32::MAX - 1),
         Step::Cancel(Pick::Any(2)),

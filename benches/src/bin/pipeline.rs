@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use clap::Parser;
@@ -32,7 +32,7 @@ use surge_benches::{
     RESERVATION_TTL_NS, WAREHOUSE,
 };
 use surge_engine::{
-    BuyerId, Command, OrderState, Outcome, ReleaseReason, SkuId, Timestamp, WarehouseChoices,
+    BuyerId, Command, Expiry, OrderState, Outcome, ReleaseReason, SkuId, WarehouseChoices,
 };
 use surge_pipeline::PipelineStats;
 use surge_pipeline::{Handle, Pipeline, PipelineConfig, Ticket};
@@ -314,11 +314,10 @@ fn produce(
 }
 
 fn new_reservation(rng: &mut SplitMix64, skus: u32) -> Command {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
     Command::Reserve {
         buyer: BuyerId(rng.below(1_000_000)),
-        expires_at: Timestamp(now + RESERVATION_TTL_NS),
+        expiry: Expiry::After { ttl_ns: RESERVATION_TTL_NS },
+        cart: None,
         lines: random_lines(rng, skus, false),
         warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).expect("one warehouse fits"),
     }

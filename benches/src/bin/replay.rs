@@ -27,7 +27,7 @@ use surge_benches::{
     nanos, per_second, random_lines, seconds, Memory, Workload, WorkloadConfig, WAREHOUSE,
 };
 use surge_engine::{
-    BuyerId, Command, DiscardEvents, Engine, Limits, Outcome, Sequence, SkuId, Timestamp,
+    BuyerId, Command, DiscardEvents, Engine, Expiry, Limits, Outcome, Sequence, SkuId, Timestamp,
     WarehouseChoices,
 };
 use surge_journal::{FsStorage, JournalConfig};
@@ -254,7 +254,8 @@ fn measure_memory(args: &Args, limits: Limits) -> serde_json::Value {
     for _ in 0..args.memory_orders {
         let command = Command::Reserve {
             buyer: BuyerId(rng.below(1_000_000)),
-            expires_at: Timestamp(u64::MAX),
+            expiry: Expiry::At(Timestamp(u64::MAX)),
+            cart: None,
             lines: random_lines(&mut rng, args.memory_skus, false),
             warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).expect("one warehouse fits"),
         };

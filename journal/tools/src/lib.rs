@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{json, Value};
 use surge_engine::codec::decode_command;
-use surge_engine::{Command, Limits, ReleaseReason, Sequence, Timestamp};
+use surge_engine::{Command, Expiry, Limits, ReleaseReason, Sequence, Timestamp};
 use surge_journal::{FsStorage, JournalError};
 
 /// Exit code for a journal that is damaged somewhere other than its final record.
@@ -152,15 +152,24 @@ pub fn command_json(command: &Command) -> Value {
         Command::SetBuyerLimit { sku, per_buyer } => {
             json!({"type": "set_buyer_limit", "sku": sku.0, "per_buyer": per_buyer})
         }
-        Command::Reserve { buyer, expires_at, lines, warehouses } => json!({
-            "type": "reserve",
-            "buyer": buyer.0,
-            "expires_at": rfc3339(expires_at),
-            "lines": lines.as_slice().iter()
-                .map(|line| json!({"sku": line.sku.0, "quantity": line.quantity}))
-                .collect::<Vec<_>>(),
-            "warehouses": warehouses.as_slice().iter().map(|w| w.0).collect::<Vec<_>>(),
-        }),
+        Command::Reserve { buyer, expiry, cart, lines, warehouses } => {
+            let mut reserve = json!({
+                "type": "reserve",
+                "buyer": buyer.0,
+                "cart_version": cart.map(|version| version.0),
+                "lines": lines.as_slice().iter()
+                    .map(|line| json!({"sku": line.sku.0, "quantity": line.quantity}))
+                    .collect::<Vec<_>>(),
+                "warehouses": warehouses.as_slice().iter().map(|w| w.0).collect::<Vec<_>>(),
+            });
+            // Exactly one of the two: the deadline as sent (the field tag 3 always printed), or
+            // the time to live after the record's `at`, in nanoseconds as journaled.
+            match expiry {
+                Expiry::At(expires_at) => reserve["expires_at"] = json!(rfc3339(expires_at)),
+                Expiry::After { ttl_ns } => reserve["ttl_ns"] = json!(ttl_ns),
+            }
+            reserve
+        }
         Command::Commit { order } => json!({"type": "commit", "order": order.0}),
         Command::Release { order, reason } => json!({
             "type": "release",
@@ -211,6 +220,43 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use surge_engine::{BuyerId, LineRequest, LineRequests, SkuId, WarehouseChoices, WarehouseId};
+
+    fn reserve(expiry: Expiry) -> Command {
+        Command::Reserve {
+            buyer: BuyerId(5),
+            expiry,
+            cart: None,
+            lines: LineRequests::from_slice(&[LineRequest { sku: SkuId(1), quantity: 2 }]).unwrap(),
+            warehouses: WarehouseChoices::from_slice(&[WarehouseId(3)]).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_reserve_prints_its_deadline_or_its_time_to_live() {
+        let at = command_json(&reserve(Expiry::At(Timestamp(0))));
+        assert_eq!(at["expires_at"], "1970-01-01T00:00:00.000000000Z");
+        assert!(at.get("ttl_ns").is_none(), "{at}");
+        let after = command_json(&reserve(Expiry::After { ttl_ns: 900_000_000_001 }));
+        assert_eq!(after["ttl_ns"], 900_000_000_001_u64);
+        assert!(after.get("expires_at").is_none(), "{after}");
+        assert_eq!(after["buyer"], 5);
+        assert_eq!(after["lines"][0]["quantity"], 2);
+        assert_eq!(after["warehouses"][0], 3);
+        assert_eq!(after["cart_version"], Value::Null, "buy now claims no cart");
+    }
+
+    #[test]
+    fn a_checkout_prints_its_cart_version() {
+        let Command::Reserve { buyer, expiry, lines, warehouses, .. } =
+            reserve(Expiry::After { ttl_ns: 1 })
+        else {
+            unreachable!()
+        };
+        let cart = Some(surge_engine::CartVersion(u64::MAX));
+        let checkout = command_json(&Command::Reserve { buyer, expiry, cart, lines, warehouses });
+        assert_eq!(checkout["cart_version"], u64::MAX);
+    }
 
     #[test]
     fn renders_known_instants() {
