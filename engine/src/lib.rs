@@ -15,6 +15,7 @@ mod hash;
 pub mod limits;
 pub mod query;
 pub mod state;
+pub mod time;
 mod wire;
 
 pub use command::*;

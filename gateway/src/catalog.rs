@@ -452,20 +452,13 @@ async fn product_view(services: &Services, id: i64) -> Result<ProductView, ApiEr
 
 /// Units available now of each SKU, summed over its warehouses; `0` for a SKU never stocked.
 async fn available_units(services: &Services, skus: Vec<SkuId>) -> Result<Vec<u64>, ApiError> {
-    crate::query(&services.engine, move |engine| {
-        skus.iter()
-            .map(|sku| {
-                let cells = engine.stock_by_warehouse(*sku);
-                cells.iter().map(|(_, level)| u64::from(level.available())).sum()
-            })
-            .collect()
-    })
-    .await
+    let units = crate::available_units(&services.engine, &skus).await?;
+    Ok(skus.iter().map(|sku| units.get(sku).copied().unwrap_or(0)).collect())
 }
 
 /// The engine's capacities: dense SKU and warehouse ids must stay below them.
 async fn engine_limits(services: &Services) -> Result<Limits, ApiError> {
-    crate::query(&services.engine, surge_engine::Engine::limits).await
+    Ok(crate::progress(&services.engine).await?.limits)
 }
 
 fn sku_taken(transaction: &Transaction<'_>, sku: &Sku) -> Result<bool, ApiError> {
@@ -1089,10 +1082,8 @@ async fn get_stock(
     let services = state.services()?;
     let info = sku_for(services, caller, &sku)?;
     let id = info.id;
-    let (cells, per_buyer) = crate::query(&services.engine, move |engine| {
-        (engine.stock_by_warehouse(id), engine.buyer_limit(id))
-    })
-    .await?;
+    let stock = crate::stock_of(&services.engine, &[id]).await?.pop().unwrap_or_default();
+    let (cells, per_buyer) = (stock.cells, stock.buyer_limit);
     let names: HashMap<WarehouseId, String> = services
         .catalog
         .warehouses()
@@ -1291,14 +1282,8 @@ async fn serviceability(
     let available: HashMap<WarehouseId, u32> = if candidates.is_empty() {
         HashMap::new()
     } else {
-        crate::query(&services.engine, move |engine| {
-            engine
-                .stock_by_warehouse(id)
-                .into_iter()
-                .map(|(warehouse, level)| (warehouse, level.available()))
-                .collect()
-        })
-        .await?
+        let cells = crate::stock_cells(&services.engine, &[id]).await?.pop().unwrap_or_default();
+        cells.into_iter().map(|(warehouse, level)| (warehouse, level.available())).collect()
     };
     let chosen = candidates
         .into_iter()
@@ -1441,6 +1426,15 @@ impl Registry {
 
     pub fn warehouses(&self) -> Vec<WarehouseInfo> {
         read(&self.warehouses).clone()
+    }
+
+    /// The name (API id) of a warehouse; its number when unknown (the engine only ever holds
+    /// registered warehouses, so that is a bug elsewhere, shown rather than hidden).
+    pub fn warehouse_name(&self, id: WarehouseId) -> String {
+        read(&self.warehouses)
+            .iter()
+            .find(|w| w.id == id)
+            .map_or_else(|| id.0.to_string(), |w| w.name.clone())
     }
 
     pub fn warehouse_by_name(&self, name: &str) -> Option<WarehouseInfo> {

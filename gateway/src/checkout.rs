@@ -1,22 +1,29 @@
-//! Checkout: an idempotent, all-or-nothing reservation through the engine, then payment; and the
-//! simple cart it can check out.
+//! Checkout: an idempotent, all-or-nothing reservation through the engine whose journal record is
+//! the order; and the cart it can check out.
 //!
-//! The order of work matters for "never twice, never lost":
-//! 1. claim the buyer's `Idempotency-Key` in memory (a concurrent duplicate answers `409`), then
-//!    look it up durably (a finished one is replayed);
-//! 2. resolve the lines (SKU → dense id and price) and the warehouses serving the postal code;
-//! 3. submit one `Reserve` to the engine: it is durable in the journal before the answer comes back;
-//! 4. write the order, its first transition and the idempotency record in one database transaction,
-//!    and only then answer `201`;
-//! 5. start the payment; its result arrives through the signed webhook (see [`crate::payments`]).
+//! The request path touches no database for a buy-now checkout:
+//! 1. parse and validate the body; claim the buyer's `Idempotency-Key` in memory
+//!    ([`crate::keys`]): a concurrent duplicate answers `409`, an answered key is replayed;
+//! 2. resolve the lines (SKU → dense id, price, seller) and the warehouses serving the postal code
+//!    from the in-memory catalog registry;
+//! 3. submit one `Reserve` carrying the [`CheckoutRecord`] (key, request digest, priced lines,
+//!    shipping, payment token) as its journal attachment, with the deadline left to the
+//!    sequencer's stamp plus the reservation window;
+//! 4. answer from the engine's outcome once the batch holding it is durable: `201` with the order,
+//!    or the refusal.
 //!
-//! A crash between 3 and 4 leaves a reservation without an order row: nobody was told about it, it
-//! expires at its deadline, and a retry with the same key reserves afresh.
+//! Everything else (the order row, its payment, the answer stored under the key, emptying a
+//! checked-out cart, starting the charge) is the projection's ([`crate::projector`]), written from
+//! the journal behind the answer. So a client that goes away after step 3, a request timeout or a
+//! crash loses nothing: the journal holds the reservation with everything about it, the projector
+//! settles the key and starts the payment, and a retry with the same key replays the answer.
+//!
+//! A cart checkout also reads the cart (items and version) and claims that version in the same
+//! `Reserve`: the engine refuses a second reservation of a version already claimed by a live order
+//! (`409 conflict`), so two tabs or a double click buy a cart once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,14 +35,16 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use surge_engine::limits::{LINES_PER_ORDER_MAX, WAREHOUSE_CHOICES_MAX};
 use surge_engine::{
-    BuyerId, Command, Expiry, LineMask, LineRequest, LineRequests, Outcome, Rejection, SkuId,
-    WarehouseChoices, WarehouseId,
+    BuyerId, CartVersion, Command, Expiry, LineRequest, LineRequests, OrderId, Outcome, Rejection,
+    Sequence, SkuId, WarehouseChoices,
 };
+use surge_orders_svc::{Answer, CheckoutRecord, PlacedOrder, RecordLine, Shipping};
 
 use crate::auth::{Caller, Role};
-use crate::catalog::{SkuInfo, WarehouseInfo};
+use crate::catalog::SkuInfo;
 use crate::error::ApiError;
 use crate::json::Json;
+use crate::keys::{self, Lookup, RequestHash};
 use crate::{now_rfc3339, order_id_string, AppState, Services};
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -47,49 +56,13 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 /// The most units of one SKU in one line.
 const LINE_QUANTITY_MAX: u32 = 10_000;
-
-/// Idempotency keys being processed right now, with the hash of their request.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    keys: Mutex<HashMap<(i64, String), String>>,
-}
-
-/// Releases a claimed key when the request finishes, however it finishes.
-struct Claim<'a> {
-    in_flight: &'a InFlight,
-    key: (i64, String),
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        self.in_flight
-            .keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.key);
-    }
-}
-
-impl InFlight {
-    fn claim(&self, user: i64, key: &str, hash: &str) -> Result<Claim<'_>, ApiError> {
-        let mut keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = (user, key.to_owned());
-        if let Some(running) = keys.get(&entry) {
-            return Err(if running == hash {
-                ApiError::conflict("a request with this Idempotency-Key is still being processed")
-            } else {
-                ApiError::idempotency_key_reused()
-            });
-        }
-        keys.insert(entry.clone(), hash.to_owned());
-        Ok(Claim { in_flight: self, key: entry })
-    }
-}
+/// The longest shipping field, in bytes.
+const SHIPPING_FIELD_MAX: usize = 200;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CheckoutRequest {
-    shipping: Shipping,
+    shipping: ShippingRequest,
     payment: Payment,
     #[serde(default)]
     items: Option<Vec<Item>>,
@@ -97,9 +70,9 @@ struct CheckoutRequest {
     expected_total_cents: Option<i64>,
 }
 
-#[derive(Debug, Deserialize, serde::Serialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Shipping {
+struct ShippingRequest {
     name: String,
     line1: String,
     city: String,
@@ -119,88 +92,118 @@ struct Item {
     quantity: u32,
 }
 
-/// A resolved line: what the buyer asked for and what it costs now.
-struct PricedLine {
-    info: SkuInfo,
-    quantity: u32,
-}
-
-/// What the handler answers; stored under the idempotency key unless it is transient.
-struct Answer {
-    status: StatusCode,
-    body: Value,
-}
-
-impl Answer {
-    fn from_error(error: &ApiError) -> Answer {
-        Answer { status: error.status, body: error.body() }
-    }
-
-    /// `429` and `503` are not stored, so a retry is processed (API.md); neither are `500`s, which
-    /// say nothing about the request.
-    fn is_stored(&self) -> bool {
-        !matches!(self.status.as_u16(), 429 | 500 | 503)
-    }
-
-    fn into_response(self, replayed: bool) -> Response {
-        let content_type =
-            if self.status.is_success() { "application/json" } else { "application/problem+json" };
-        let mut response = (self.status, self.body.to_string()).into_response();
-        let headers = response.headers_mut();
-        headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        if replayed {
-            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+impl CheckoutRequest {
+    /// The digest of the request as parsed, so key order and spacing of the JSON do not matter:
+    /// two bodies with the same digest ask for the same checkout.
+    fn digest(&self) -> RequestHash {
+        let mut digest = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            digest.update(u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_le_bytes());
+            digest.update(bytes);
+        };
+        let shipping = &self.shipping;
+        for text in [&shipping.name, &shipping.line1, &shipping.city, &shipping.postal_code] {
+            field(text.as_bytes());
         }
-        response
+        field(self.payment.token.as_bytes());
+        match &self.expected_total_cents {
+            Some(total) => field(&total.to_le_bytes()),
+            None => field(b"no expected total"),
+        }
+        match &self.items {
+            None => field(b"the cart"),
+            Some(items) => {
+                field(&u64::try_from(items.len()).unwrap_or(u64::MAX).to_le_bytes());
+                for item in items {
+                    field(item.sku.as_bytes());
+                    field(&item.quantity.to_le_bytes());
+                }
+            }
+        }
+        digest.finalize()[..16].try_into().expect("16 bytes")
     }
+}
+
+/// `201` with the placed order (the first answer and every replay of it).
+fn placed_response(order: &PlacedOrder, replayed: bool) -> Response {
+    let body = json!({
+        "order_id": order_id_string(order.id),
+        "status": "pending_payment",
+        "lines": order.lines,
+        "total_cents": order.total_cents,
+        "currency": order.currency,
+        "created_at": order.created_at,
+        "expires_at": order.expires_at,
+    });
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if replayed {
+        mark_replayed(&mut response);
+    }
+    response
+}
+
+fn mark_replayed(response: &mut Response) {
+    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+}
+
+/// The problem document of a refusal the engine decided.
+fn refusal(answer: &Answer) -> ApiError {
+    match answer {
+        Answer::OutOfStock { skus } => ApiError::out_of_stock(skus.clone()),
+        Answer::NotDeliverable { skus } => ApiError::not_deliverable(skus.clone()),
+        Answer::PurchaseLimitExceeded { skus } => ApiError::purchase_limit_exceeded(format!(
+            "the per-buyer limit of {} would be exceeded",
+            skus.join(", ")
+        )),
+        Answer::CartAlreadyCheckedOut => {
+            ApiError::conflict("this version of the cart was already checked out")
+        }
+        Answer::Placed { .. } => ApiError::internal("a placed order is not a refusal"),
+    }
+}
+
+fn replayed_error(error: &ApiError) -> Response {
+    let mut response = error.clone().into_response();
+    mark_replayed(&mut response);
+    response
 }
 
 async fn checkout(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
-    body: Bytes,
+    Json(request): Json<CheckoutRequest>,
 ) -> Result<Response, ApiError> {
     let caller = caller.require(Role::Buyer)?;
     let services = state.services()?;
     let key = idempotency_key(&headers)?;
-    let is_json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .split(';')
-                .next()
-                .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !is_json {
-        return Err(ApiError::validation("Content-Type must be application/json"));
-    }
-    let document: Value = crate::json::parse(&body)?;
-    // The same body means the same JSON document: key order and spacing do not matter.
-    let hash = crate::auth::hex(&Sha256::digest(document.to_string().as_bytes()));
-
-    let _claim = services.checkout.claim(caller.user_id, &key, &hash)?;
-    if let Some(stored) = stored_answer(services, caller.user_id, &key).await? {
-        let (stored_hash, answer) = stored;
-        if stored_hash != hash {
-            return Err(ApiError::idempotency_key_reused());
-        }
-        return Ok(answer.into_response(true));
-    }
-
-    let stored_key = StoredKey { user: caller.user_id, key, hash };
-    let answer = match place_order(&state, caller, document, &stored_key).await {
-        Ok(answer) => answer,
-        Err(error) => {
-            let answer = Answer::from_error(&error);
-            if answer.is_stored() {
-                store_answer(services, &stored_key, &answer).await?;
+    let request_hash = request.digest();
+    let key_id = keys::key_id(caller.user_id, &key);
+    let now = crate::time::now().0;
+    let mut lookup = services.keys.claim(key_id, request_hash, now);
+    if matches!(lookup, Lookup::Unknown) {
+        // Memory dropped keys for room: the store decides whether this one was used.
+        match stored_key(services, caller.user_id, &key).await? {
+            Some((stored_hash, _)) if stored_hash != request_hash => {
+                return Err(ApiError::idempotency_key_reused())
             }
-            return Err(error);
+            Some((_, sequence)) => return replay(services, sequence).await,
+            None => lookup = services.keys.claim_unknown(key_id, request_hash, now),
         }
+    }
+    let claim = match lookup {
+        Lookup::Claimed(claim) => claim,
+        Lookup::InFlight => {
+            return Err(ApiError::conflict(
+                "a request with this Idempotency-Key is still being processed",
+            ))
+        }
+        Lookup::Reused => return Err(ApiError::idempotency_key_reused()),
+        Lookup::Journaled(sequence) => return replay(services, sequence).await,
+        Lookup::Refused(error) => return Ok(replayed_error(&error)),
+        Lookup::Unknown => return Err(ApiError::internal("an unknown key stayed unknown")),
     };
-    Ok(answer.into_response(false))
+    place_order(services, caller, key, request_hash, request, claim).await
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
@@ -215,85 +218,90 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(key.to_owned())
 }
 
-struct StoredKey {
-    user: i64,
-    key: String,
-    hash: String,
-}
-
-async fn stored_answer(
-    services: &Services,
-    user: i64,
-    key: &str,
-) -> Result<Option<(String, Answer)>, ApiError> {
-    let key = key.to_owned();
-    services
-        .db
-        .read(move |connection| {
-            let row: Option<(String, Option<u16>, Option<String>)> = connection
-                .query_row(
-                    "SELECT request_hash, status, response FROM idempotency WHERE user_id = ?1 AND key = ?2",
-                    params![user, key],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .optional()?;
-            let Some((hash, Some(status), Some(response))) = row else {
-                return Ok(None);
-            };
-            let status = StatusCode::from_u16(status).map_err(ApiError::internal)?;
-            let body = serde_json::from_str(&response).map_err(ApiError::internal)?;
-            Ok(Some((hash, Answer { status, body })))
-        })
-        .await
-}
-
-fn insert_answer(
-    tx: &rusqlite::Transaction<'_>,
-    stored: &StoredKey,
-    answer: &Answer,
-) -> Result<(), ApiError> {
-    tx.execute(
-        "INSERT OR REPLACE INTO idempotency (user_id, key, request_hash, status, response, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![stored.user, stored.key, stored.hash, answer.status.as_u16(), answer.body.to_string(), now_rfc3339()],
-    )?;
-    Ok(())
-}
-
-async fn store_answer(
-    services: &Services,
-    stored: &StoredKey,
-    answer: &Answer,
-) -> Result<(), ApiError> {
-    let stored =
-        StoredKey { user: stored.user, key: stored.key.clone(), hash: stored.hash.clone() };
-    let answer = Answer { status: answer.status, body: answer.body.clone() };
-    services.db.write(move |tx| insert_answer(tx, &stored, &answer)).await
-}
-
+/// Everything up to the engine's answer. Refusals decided here are kept under the key (in memory)
+/// unless transient; the engine's answers are the journal's.
 async fn place_order(
-    state: &Arc<AppState>,
+    services: &Services,
     caller: Caller,
-    document: Value,
-    stored_key: &StoredKey,
-) -> Result<Answer, ApiError> {
-    let services = state.services()?;
-    let request: CheckoutRequest = serde_path_to_error::deserialize(document)
-        .map_err(|error| ApiError::validation(format!("{}: {}", error.path(), error.inner())))?;
-    validate_shipping(&request.shipping)?;
+    key: String,
+    request_hash: RequestHash,
+    request: CheckoutRequest,
+    mut claim: keys::Claim<'_>,
+) -> Result<Response, ApiError> {
+    let prepared = match prepare(services, caller, key, request_hash, request).await {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            if is_kept(&error) {
+                claim.refused(error.clone());
+            }
+            return Err(error);
+        }
+    };
+    let Prepared { command, record } = prepared;
+    let ticket =
+        services.engine.try_submit_with(command, record.to_bytes()).map_err(crate::submit_error)?;
+    claim.submitted();
+    let applied = ticket.outcome().await.map_err(crate::submit_error)?;
+    let Some(answer) = Answer::of_outcome(&record, &applied.outcome) else {
+        claim.release();
+        return Err(match applied.outcome {
+            Outcome::Rejected(Rejection::CapacityReached { .. }) => ApiError::overloaded(),
+            other => ApiError::internal(format!("unexpected reservation outcome {other:?}")),
+        });
+    };
+    claim.journaled(request_hash, applied.sequence, crate::time::now().0);
+    match applied.outcome {
+        Outcome::Reserved { order, expires_at, lines } => {
+            let placed = PlacedOrder::new(
+                order,
+                caller.user_id,
+                &record,
+                &lines,
+                applied.at,
+                expires_at,
+                &|id| services.catalog.warehouse_name(id),
+            );
+            Ok(placed_response(&placed, false))
+        }
+        _ => Err(refusal(&answer)),
+    }
+}
+
+/// Whether a refusal decided before the engine is replayed for the same key: everything but the
+/// transient answers (`429`, `500`, `503`), which a retry must process anew (API.md).
+fn is_kept(error: &ApiError) -> bool {
+    !matches!(error.status.as_u16(), 429 | 500 | 503)
+}
+
+/// A reservation ready to submit.
+struct Prepared {
+    command: Command,
+    record: CheckoutRecord,
+}
+
+async fn prepare(
+    services: &Services,
+    caller: Caller,
+    idempotency_key: String,
+    request_hash: RequestHash,
+    request: CheckoutRequest,
+) -> Result<Prepared, ApiError> {
+    let shipping = validate_shipping(request.shipping)?;
     if request.payment.token.is_empty() || request.payment.token.len() > 255 {
         return Err(ApiError::validation("payment.token: 1 to 255 characters"));
     }
-    let from_cart = request.items.is_none();
-    let items = match request.items {
-        Some(items) => items,
-        None => cart_items(services, caller.user_id).await?,
+    let (items, cart) = match request.items {
+        Some(items) => (items, None),
+        None => {
+            let (items, version) = cart_items(services, caller.user_id).await?;
+            (items, Some(CartVersion(version)))
+        }
     };
-    let lines = resolve_lines(services, &items, from_cart)?;
-    let currency = lines[0].info.currency.clone();
+    let lines = resolve_lines(services, &items, cart.is_some())?;
+    let currency = lines[0].0.currency.clone();
     let mut total_cents: i64 = 0;
-    for line in &lines {
-        let cost = line.info.price_cents.checked_mul(i64::from(line.quantity));
+    for (info, quantity) in &lines {
+        let cost = info.price_cents.checked_mul(i64::from(*quantity));
         total_cents = cost
             .and_then(|cost| total_cents.checked_add(cost))
             .ok_or_else(|| ApiError::validation("items: the total is too large"))?;
@@ -305,180 +313,59 @@ async fn place_order(
             )));
         }
     }
-
-    let postal_code = request.shipping.postal_code.trim().to_owned();
-    let candidates: Vec<(WarehouseInfo, u32)> = services
+    let skus: Vec<String> = lines.iter().map(|(info, _)| info.sku.clone()).collect();
+    let warehouses: Vec<_> = services
         .catalog
-        .warehouses_for(&postal_code)
+        .warehouses_for(&shipping.postal_code)
         .into_iter()
         .take(WAREHOUSE_CHOICES_MAX)
+        .map(|(warehouse, _)| warehouse.id)
         .collect();
-    let skus: Vec<String> = lines.iter().map(|line| line.info.sku.clone()).collect();
-    if candidates.is_empty() {
+    if warehouses.is_empty() {
         return Err(ApiError::not_deliverable(skus));
     }
-
     let ttl_ns = u64::try_from(services.config.reservation_ttl.as_nanos()).unwrap_or(u64::MAX);
     let requests: Vec<LineRequest> = lines
         .iter()
-        .map(|line| LineRequest { sku: line.info.id, quantity: line.quantity })
+        .map(|(info, quantity)| LineRequest { sku: info.id, quantity: *quantity })
         .collect();
-    let warehouses: Vec<_> = candidates.iter().map(|(warehouse, _)| warehouse.id).collect();
     let command = Command::Reserve {
-        buyer: BuyerId(u64::try_from(caller.user_id).map_err(ApiError::internal)?),
+        buyer: BuyerId(caller.user_id.unsigned_abs()),
         expiry: Expiry::After { ttl_ns },
-        cart: None,
+        cart,
         lines: LineRequests::from_slice(&requests).expect("at most LINES_PER_ORDER_MAX lines"),
         warehouses: WarehouseChoices::from_slice(&warehouses)
             .expect("at most WAREHOUSE_CHOICES_MAX"),
     };
-    let applied = crate::submit(&services.engine, command).await?;
-    let (order, expires_at, reserved) = match applied.outcome {
-        Outcome::Reserved { order, expires_at, lines } => (order, expires_at, lines),
-        Outcome::Rejected(Rejection::OutOfStock { lines: mask, .. }) => {
-            return Err(stock_refusal(services, &lines, mask, warehouses).await?);
-        }
-        Outcome::Rejected(Rejection::PurchaseLimitExceeded { lines: mask }) => {
-            let over: Vec<&str> = masked(&skus, mask).collect();
-            return Err(ApiError::purchase_limit_exceeded(format!(
-                "the per-buyer limit of {} would be exceeded",
-                over.join(", ")
-            )));
-        }
-        Outcome::Rejected(Rejection::CapacityReached { .. }) => return Err(ApiError::overloaded()),
-        other => {
-            return Err(ApiError::internal(format!("unexpected reservation outcome {other:?}")))
-        }
-    };
-
-    let created_at = crate::time::rfc3339(applied.at);
-    let expires_at_text = crate::time::rfc3339(expires_at);
-    let line_values: Vec<Value> = lines
-        .iter()
-        .zip(reserved.as_slice())
-        .map(|(line, reserved)| {
-            let warehouse = candidates
-                .iter()
-                .find(|(warehouse, _)| warehouse.id == reserved.warehouse)
-                .map_or_else(String::new, |(warehouse, _)| warehouse.name.clone());
-            json!({
-                "sku": line.info.sku,
-                "quantity": line.quantity,
-                "unit_price_cents": line.info.price_cents,
-                "warehouse": warehouse,
-            })
-        })
-        .collect();
-    let body = json!({
-        "order_id": order_id_string(order),
-        "status": "pending_payment",
-        "lines": line_values,
-        "total_cents": total_cents,
-        "currency": currency,
-        "created_at": created_at,
-        "expires_at": expires_at_text,
-    });
-    let answer = Answer { status: StatusCode::CREATED, body };
-
-    let record = OrderRow {
-        id: i64::try_from(order.0).map_err(ApiError::internal)?,
-        buyer: caller.user_id,
-        created_at,
-        expires_at: expires_at_text,
+    let record = CheckoutRecord {
+        idempotency_key,
+        request_hash,
+        currency,
         total_cents,
-        currency: currency.clone(),
-        lines: Value::Array(line_values),
-        shipping: serde_json::to_value(&request.shipping).map_err(ApiError::internal)?,
-        token: request.payment.token.clone(),
-        skus: lines
+        lines: lines
             .iter()
-            .map(|line| (line.info.sku.clone(), line.info.seller_id, line.quantity))
+            .map(|(info, _)| RecordLine {
+                sku: info.sku.clone(),
+                unit_price_cents: info.price_cents,
+                seller_id: info.seller_id,
+            })
             .collect(),
-        from_cart,
+        shipping,
+        payment_token: request.payment.token,
     };
-    let stored = StoredKey {
-        user: stored_key.user,
-        key: stored_key.key.clone(),
-        hash: stored_key.hash.clone(),
-    };
-    let stored_body = answer.body.clone();
-    let written = services
-        .db
-        .write(move |tx| {
-            insert_order(tx, &record)?;
-            insert_answer(tx, &stored, &Answer { status: StatusCode::CREATED, body: stored_body })
-        })
-        .await;
-    if let Err(error) = written {
-        // Nobody will learn of this reservation: give the units back now rather than at expiry.
-        let release = Command::Release { order, reason: surge_engine::ReleaseReason::Cancelled };
-        let _ = crate::submit(&services.engine, release).await;
-        return Err(error);
-    }
-    crate::payments::start(state, order, request.payment.token, total_cents, currency, expires_at);
-    Ok(answer)
+    Ok(Prepared { command, record })
 }
 
-struct OrderRow {
-    id: i64,
-    buyer: i64,
-    created_at: String,
-    expires_at: String,
-    total_cents: i64,
-    currency: String,
-    lines: Value,
-    shipping: Value,
-    token: String,
-    skus: Vec<(String, i64, u32)>,
-    from_cart: bool,
-}
-
-fn insert_order(tx: &rusqlite::Transaction<'_>, order: &OrderRow) -> Result<(), ApiError> {
-    tx.execute(
-        "INSERT INTO orders (id, buyer_id, created_at, expires_at, total_cents, currency, lines, shipping, payment_token)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            order.id,
-            order.buyer,
-            order.created_at,
-            order.expires_at,
-            order.total_cents,
-            order.currency,
-            order.lines.to_string(),
-            order.shipping.to_string(),
-            order.token
-        ],
-    )?;
-    for (sku, seller, quantity) in &order.skus {
-        tx.execute(
-            "INSERT INTO order_skus (order_id, sku, seller_id, quantity) VALUES (?1, ?2, ?3, ?4)",
-            params![order.id, sku, seller, quantity],
-        )?;
-    }
-    // The reservation's own transition: its sequence is the order id.
-    tx.execute(
-        "INSERT OR IGNORE INTO order_transitions (order_id, status, at, seq) VALUES (?1, 'pending_payment', ?2, ?1)",
-        params![order.id, order.created_at],
-    )?;
-    tx.execute(
-        "INSERT INTO payments (order_id, token, amount_cents, currency, status, updated_at)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
-        params![order.id, order.token, order.total_cents, order.currency, order.created_at],
-    )?;
-    if order.from_cart {
-        tx.execute("DELETE FROM carts WHERE user_id = ?1", [order.buyer])?;
-    }
-    Ok(())
-}
-
-fn validate_shipping(shipping: &Shipping) -> Result<(), ApiError> {
+fn validate_shipping(shipping: ShippingRequest) -> Result<Shipping, ApiError> {
     for (field, value) in [
         ("shipping.name", &shipping.name),
         ("shipping.line1", &shipping.line1),
         ("shipping.city", &shipping.city),
     ] {
-        if value.trim().is_empty() || value.len() > 200 {
-            return Err(ApiError::validation(format!("{field}: 1 to 200 characters")));
+        if value.trim().is_empty() || value.len() > SHIPPING_FIELD_MAX {
+            return Err(ApiError::validation(format!(
+                "{field}: 1 to {SHIPPING_FIELD_MAX} characters"
+            )));
         }
     }
     let code = shipping.postal_code.trim();
@@ -490,14 +377,19 @@ fn validate_shipping(shipping: &Shipping) -> Result<(), ApiError> {
             "shipping.postal_code: 1 to 16 letters, digits, spaces or dashes",
         ));
     }
-    Ok(())
+    Ok(Shipping {
+        postal_code: code.to_owned(),
+        name: shipping.name,
+        line1: shipping.line1,
+        city: shipping.city,
+    })
 }
 
 fn resolve_lines(
     services: &Services,
     items: &[Item],
     from_cart: bool,
-) -> Result<Vec<PricedLine>, ApiError> {
+) -> Result<Vec<(SkuInfo, u32)>, ApiError> {
     let field = if from_cart { "cart" } else { "items" };
     if items.is_empty() {
         return Err(ApiError::validation(format!("{field}: nothing to check out")));
@@ -506,7 +398,7 @@ fn resolve_lines(
         return Err(ApiError::validation(format!("{field}: at most {LINES_PER_ORDER_MAX} lines")));
     }
     let mut unknown = Vec::new();
-    let mut lines: Vec<PricedLine> = Vec::with_capacity(items.len());
+    let mut lines: Vec<(SkuInfo, u32)> = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         if item.quantity == 0 || item.quantity > LINE_QUANTITY_MAX {
             return Err(ApiError::validation(format!(
@@ -520,64 +412,83 @@ fn resolve_lines(
             )));
         }
         match services.catalog.sku(&item.sku) {
-            Some(info) => lines.push(PricedLine { info, quantity: item.quantity }),
+            Some(info) => lines.push((info, item.quantity)),
             None => unknown.push(item.sku.clone()),
         }
     }
     if !unknown.is_empty() {
         return Err(ApiError::not_found_skus(unknown));
     }
-    if lines.iter().any(|line| line.info.currency != lines[0].info.currency) {
+    if lines.iter().any(|(info, _)| info.currency != lines[0].0.currency) {
         return Err(ApiError::validation(format!("{field}: all lines must be in one currency")));
     }
     Ok(lines)
 }
 
-fn masked(skus: &[String], mask: LineMask) -> impl Iterator<Item = &str> {
-    skus.iter()
-        .enumerate()
-        .filter(move |(index, _)| mask.contains(*index))
-        .map(|(_, sku)| sku.as_str())
+// ----- Replays -----
+
+/// The stored hash and sequence of a key, from the projection's rows (only when memory no longer
+/// holds every key, see [`crate::keys`]).
+async fn stored_key(
+    services: &Services,
+    buyer: i64,
+    key: &str,
+) -> Result<Option<(RequestHash, Sequence)>, ApiError> {
+    let key = key.to_owned();
+    services
+        .db
+        .read(move |connection| {
+            let row: Option<(Vec<u8>, i64)> = connection
+                .prepare_cached(
+                    "SELECT request_hash, seq FROM checkout_answers WHERE user_id = ?1 AND key = ?2",
+                )?
+                .query_row(params![buyer, key], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            Ok(row.and_then(|(hash, sequence)| {
+                Some((hash.try_into().ok()?, Sequence(sequence.unsigned_abs())))
+            }))
+        })
+        .await
 }
 
-/// `out_of_stock`, or `not_deliverable` when every refused line has the units in a warehouse that
-/// does not deliver to the postal code. Only warehouses outside `candidates` count: units that
-/// appeared in a candidate since the refusal (a release racing this request) must not turn an
-/// `out_of_stock` into a `not_deliverable`.
-async fn stock_refusal(
-    services: &Services,
-    lines: &[PricedLine],
-    mask: LineMask,
-    candidates: Vec<WarehouseId>,
-) -> Result<ApiError, ApiError> {
-    let refused: Vec<(SkuId, u32, String)> = lines
-        .iter()
-        .enumerate()
-        .filter(|(index, _)| mask.contains(*index))
-        .map(|(_, line)| (line.info.id, line.quantity, line.info.sku.clone()))
-        .collect();
-    let skus: Vec<String> = refused.iter().map(|(_, _, sku)| sku.clone()).collect();
-    let others_exist =
-        services.catalog.warehouses().iter().any(|warehouse| !candidates.contains(&warehouse.id));
-    if !others_exist {
-        // Every warehouse was a candidate: there is nowhere else the units could be.
-        return Ok(ApiError::out_of_stock(skus));
-    }
-    let ids: Vec<(SkuId, u32)> = refused.iter().map(|(id, quantity, _)| (*id, *quantity)).collect();
-    let elsewhere = crate::query(&services.engine, move |engine| {
-        ids.iter().all(|(sku, quantity)| {
-            engine.stock_by_warehouse(*sku).iter().any(|(warehouse, level)| {
-                !candidates.contains(warehouse) && level.available() >= *quantity
-            })
+/// Answers again what the journaled reservation `sequence` answered, from the projection's rows
+/// (waiting for the projector to have written them).
+async fn replay(services: &Services, sequence: Sequence) -> Result<Response, ApiError> {
+    services.projected.reach(sequence).await;
+    let seq = i64::try_from(sequence.0).map_err(ApiError::internal)?;
+    let answer = services
+        .db
+        .read(move |connection| {
+            let row: Option<(String, Option<i64>, Option<String>)> = connection
+                .prepare_cached(
+                    "SELECT outcome, order_id, skus FROM checkout_answers WHERE seq = ?1",
+                )?
+                .query_row([seq], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .optional()?;
+            let Some((kind, order, skus)) = row else { return Ok(None) };
+            let skus: Vec<String> = match skus {
+                Some(text) => serde_json::from_str(&text).map_err(ApiError::internal)?,
+                None => Vec::new(),
+            };
+            Ok(Answer::from_parts(&kind, order.map(|id| OrderId(id.unsigned_abs())), skus))
         })
-    })
-    .await?;
-    Ok(if elsewhere { ApiError::not_deliverable(skus) } else { ApiError::out_of_stock(skus) })
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("no stored answer for reservation {seq}")))?;
+    match answer {
+        Answer::Placed { order } => {
+            let placed = crate::orders::placed_order(&services.db, order)
+                .await?
+                .ok_or_else(|| ApiError::internal(format!("order {} has no row", order.0)))?;
+            Ok(placed_response(&placed, true))
+        }
+        refused => Ok(replayed_error(&refusal(&refused))),
+    }
 }
 
 // ----- The cart -----
 
-async fn cart_items(services: &Services, user: i64) -> Result<Vec<Item>, ApiError> {
+/// The cart's lines and its version (a counter that every change of the cart increments).
+async fn cart_items(services: &Services, user: i64) -> Result<(Vec<Item>, u64), ApiError> {
     services
         .db
         .read(move |connection| {
@@ -587,9 +498,28 @@ async fn cart_items(services: &Services, user: i64) -> Result<Vec<Item>, ApiErro
             let items = statement
                 .query_map([user], |row| Ok(Item { sku: row.get(0)?, quantity: row.get(1)? }))?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(items)
+            Ok((items, cart_version(connection, user)?))
         })
         .await
+}
+
+fn cart_version(connection: &rusqlite::Connection, user: i64) -> Result<u64, ApiError> {
+    let version: Option<i64> = connection
+        .prepare_cached("SELECT version FROM cart_versions WHERE user_id = ?1")?
+        .query_row([user], |row| row.get(0))
+        .optional()?;
+    Ok(version.unwrap_or(0).unsigned_abs())
+}
+
+/// Every change of a cart goes through here: the version moves on, so a checkout that read the
+/// cart before the change claims a version no other checkout can claim again.
+fn bump_cart_version(tx: &rusqlite::Transaction<'_>, user: i64) -> Result<(), ApiError> {
+    tx.prepare_cached(
+        "INSERT INTO cart_versions (user_id, version) VALUES (?1, 1)
+         ON CONFLICT (user_id) DO UPDATE SET version = version + 1",
+    )?
+    .execute([user])?;
+    Ok(())
 }
 
 async fn get_cart(
@@ -599,7 +529,7 @@ async fn get_cart(
     let caller = caller.require(Role::Buyer)?;
     let services = state.services()?;
     let user = caller.user_id;
-    let rows: Vec<(String, u32, i64, String)> = services
+    let (rows, version): (Vec<(String, u32, i64, String)>, u64) = services
         .db
         .read(move |connection| {
             let mut statement = connection.prepare_cached(
@@ -608,36 +538,21 @@ async fn get_cart(
             let rows = statement
                 .query_map([user], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+            Ok((rows, cart_version(connection, user)?))
         })
         .await?;
     let infos: Vec<Option<SkuInfo>> =
         rows.iter().map(|(sku, ..)| services.catalog.sku(sku)).collect();
-    let ids: Vec<Option<SkuId>> =
-        infos.iter().map(|info| info.as_ref().map(|info| info.id)).collect();
-    let available: Vec<u64> = crate::query(&services.engine, move |engine| {
-        ids.iter()
-            .map(|id| {
-                id.map_or(0, |id| {
-                    engine
-                        .stock_by_warehouse(id)
-                        .iter()
-                        .map(|(_, level)| u64::from(level.available()))
-                        .sum()
-                })
-            })
-            .collect()
-    })
-    .await?;
+    let ids: Vec<SkuId> = infos.iter().flatten().map(|info| info.id).collect();
+    let available = crate::available_units(&services.engine, &ids).await?;
     let mut total_cents: i64 = 0;
-    let mut version = Sha256::new();
     let items: Vec<Value> = rows
         .iter()
         .zip(&infos)
-        .zip(available)
-        .map(|(((sku, quantity, price, currency), info), available)| {
+        .map(|((sku, quantity, price, currency), info)| {
             total_cents = total_cents.saturating_add(price.saturating_mul(i64::from(*quantity)));
-            version.update(format!("{sku}:{quantity}:{price};"));
+            let available =
+                info.as_ref().and_then(|info| available.get(&info.id).copied()).unwrap_or(0);
             json!({
                 "sku": sku,
                 "product_id": info.as_ref().map(|info| crate::product_id_string(info.product_id)),
@@ -650,8 +565,6 @@ async fn get_cart(
         })
         .collect();
     let currency = rows.first().map(|(_, _, _, currency)| currency.clone());
-    let digest = version.finalize();
-    let version = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) >> 1;
     Ok(Json(
         json!({"items": items, "total_cents": total_cents, "currency": currency, "version": version}),
     ))
@@ -685,7 +598,7 @@ async fn put_cart_item(
                     "DELETE FROM carts WHERE user_id = ?1 AND sku = ?2",
                     params![user, info.sku],
                 )?;
-                return Ok(());
+                return bump_cart_version(tx, user);
             }
             let lines: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM carts WHERE user_id = ?1 AND sku != ?2",
@@ -711,7 +624,7 @@ async fn put_cart_item(
                     now_rfc3339()
                 ],
             )?;
-            Ok(())
+            bump_cart_version(tx, user)
         })
         .await?;
     get_cart(State(state), caller).await
@@ -729,7 +642,7 @@ async fn delete_cart_item(
         .db
         .write(move |tx| {
             tx.execute("DELETE FROM carts WHERE user_id = ?1 AND sku = ?2", params![user, sku])?;
-            Ok(())
+            bump_cart_version(tx, user)
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -746,7 +659,7 @@ async fn clear_cart(
         .db
         .write(move |tx| {
             tx.execute("DELETE FROM carts WHERE user_id = ?1", [user])?;
-            Ok(())
+            bump_cart_version(tx, user)
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)

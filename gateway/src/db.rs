@@ -1,4 +1,5 @@
-//! The service tables in SQLite: users, catalog, carts, orders, idempotency keys, payments.
+//! The service tables in SQLite: users, catalog, carts, and the projection of the journal (orders,
+//! payments, checkout answers).
 //!
 //! Writes go through one writer thread that runs many callers' closures in one transaction and
 //! commits once (group commit, like the journal): with `synchronous = FULL` every acknowledged write
@@ -141,6 +142,45 @@ CREATE TABLE catalog_events (
 INSERT INTO catalog_events (product_id, kind, at)
     SELECT id, 'created', created_at FROM products WHERE deleted = 0 ORDER BY id;
 "#,
+    // The journal becomes the one record of a checkout: these tables are its projection
+    // (surge_orders_svc::project), written by one writer, the projector.
+    r"
+-- The current status, kept by the projection (the only writer, so no rule over transition rows
+-- is needed to tell the latest). Orders from before: their status as the rows said.
+ALTER TABLE orders ADD COLUMN status TEXT NOT NULL DEFAULT 'pending_payment';
+UPDATE orders SET status = COALESCE(
+    (SELECT 'refunded' FROM order_transitions t WHERE t.order_id = orders.id AND t.status = 'refunded' LIMIT 1),
+    (SELECT t.status FROM order_transitions t WHERE t.order_id = orders.id AND t.seq IS NOT NULL
+     ORDER BY t.seq DESC LIMIT 1),
+    'pending_payment');
+CREATE INDEX orders_pending ON orders(id) WHERE status = 'pending_payment';
+-- A late payment's `refunded` shares the sequence of the commit that expired the order.
+DROP INDEX order_transitions_seq;
+CREATE UNIQUE INDEX order_transitions_seq ON order_transitions(order_id, seq, status) WHERE seq IS NOT NULL;
+-- Answers of checkouts under their idempotency keys, by the sequence of the reservation. `at` is
+-- the engine's stamp in nanoseconds; rows go after 24 h (retention.rs), oldest first.
+CREATE TABLE checkout_answers (
+    seq INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    request_hash BLOB NOT NULL,
+    outcome TEXT NOT NULL,
+    order_id INTEGER,
+    skus TEXT,
+    at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX checkout_answers_key ON checkout_answers(user_id, key);
+DROP TABLE idempotency;
+-- Webhook events need no table of seen ids: a repeated one is a command the engine refuses.
+DROP TABLE webhook_events;
+-- Refunds the payment driver has sent (a refund due and not here is sent again at start).
+CREATE TABLE refunds_sent (order_id INTEGER PRIMARY KEY, at TEXT NOT NULL);
+-- Every change of a cart moves its version; a checkout claims the version it read.
+CREATE TABLE cart_versions (user_id INTEGER PRIMARY KEY, version INTEGER NOT NULL);
+-- The projection starts where the order event recorder stopped.
+INSERT INTO meta (key, value) SELECT 'orders_projected', value FROM meta WHERE key = 'engine_events_applied';
+DELETE FROM meta WHERE key = 'engine_events_applied';
+",
 ];
 
 /// A caller's write: runs inside the batch's transaction and returns how to answer the caller, which

@@ -61,7 +61,7 @@ pub async fn load_if_empty(services: &Arc<Services>) -> Result<Option<DemoSummar
     if has_products {
         return Ok(None);
     }
-    let limits = crate::query(&services.engine, surge_engine::Engine::limits).await?;
+    let limits = crate::progress(&services.engine).await?.limits;
     let products = tokio::task::spawn_blocking(|| demo_catalog(DEMO_SEED))
         .await
         .map_err(ApiError::internal)?;

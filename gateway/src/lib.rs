@@ -12,24 +12,28 @@ pub mod db;
 pub mod demo;
 pub mod error;
 pub mod json;
+pub mod keys;
 pub mod loadtest;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
-pub mod order_events;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod projector;
 pub mod retention;
 pub mod search;
+pub mod startup;
 pub mod testing;
 pub mod time;
 pub mod users;
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
+use surge_engine::{Query, Sequence, SkuId, StockLevel, WarehouseId};
 use surge_pipeline::Handle;
 
 use crate::auth::{RateLimiter, Tokens};
@@ -50,6 +54,8 @@ pub struct Config {
     pub webhook_secret: String,
     /// How long the sandbox payment provider takes to answer.
     pub payment_latency: Duration,
+    /// The most checkout idempotency keys held in memory ([`keys`]).
+    pub checkout_keys_max: usize,
 }
 
 impl Default for Config {
@@ -60,6 +66,7 @@ impl Default for Config {
             rate_burst: 100,
             webhook_secret: String::new(),
             payment_latency: Duration::from_millis(20),
+            checkout_keys_max: keys::KEYS_MAX_DEFAULT,
         }
     }
 }
@@ -72,14 +79,14 @@ pub struct Services {
     pub engine: Handle,
     pub tokens: Tokens,
     pub rate_limiter: RateLimiter,
-    pub catalog: catalog::Registry,
-    /// Idempotency keys of checkouts being processed.
-    pub checkout: checkout::InFlight,
+    pub catalog: Arc<catalog::Registry>,
+    /// Idempotency keys of checkouts, answered from memory.
+    pub keys: Arc<keys::CheckoutKeys>,
     pub payments: Arc<dyn payments::PaymentProvider>,
     /// The search index; written only by the feeder ([`search::start_feeder`]).
     pub search: search::Search,
-    /// How far the order store has followed the engine.
-    pub recorded: order_events::Recorded,
+    /// How far the order rows have followed the journal.
+    pub projected: projector::Projected,
 }
 
 /// The router's state: the services appear once start-up recovery is done; until then every route
@@ -135,18 +142,89 @@ pub async fn submit(
     engine.try_submit(command).map_err(submit_error)?.outcome().await.map_err(submit_error)
 }
 
-/// Reads engine state consistently (after every command submitted before), see [`Handle::query`].
-pub async fn query<R: Send + 'static>(
-    engine: &Handle,
-    read: impl FnOnce(&surge_engine::Engine) -> R + Send + 'static,
-) -> Result<R, ApiError> {
-    engine.query(read).await.map_err(submit_error)
+/// Reads the engine (see [`Handle::query`]): every command acknowledged before is visible.
+pub async fn query(engine: &Handle, query: Query) -> Result<Query, ApiError> {
+    engine.query(query).await.map_err(submit_error)
 }
 
-fn submit_error(error: surge_pipeline::SubmitError) -> ApiError {
+/// The engine's progress: last sequence applied, live orders, limits.
+pub async fn progress(engine: &Handle) -> Result<surge_engine::Progress, ApiError> {
+    match query(engine, Query::progress()).await? {
+        Query::Progress(Some(progress)) => Ok(progress),
+        other => Err(ApiError::internal(format!("the engine answered {other:?} to progress"))),
+    }
+}
+
+/// The sequence of the last command the engine applied.
+pub async fn last_sequence(engine: &Handle) -> Result<Sequence, ApiError> {
+    Ok(progress(engine).await?.last_sequence)
+}
+
+/// The stock of one SKU as the engine has it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StockOfSku {
+    /// Every cell, in warehouse order.
+    pub cells: Vec<(WarehouseId, StockLevel)>,
+    pub buyer_limit: Option<u32>,
+}
+
+/// Cells read per engine query (at least `warehouses_max`, so one SKU always fits).
+const STOCK_CELLS_PER_QUERY: usize = 4_096;
+
+/// The stock of each SKU, in the order asked, in as many engine queries as the cells need (each
+/// SKU is read whole in one of them).
+pub async fn stock_of(engine: &Handle, skus: &[SkuId]) -> Result<Vec<StockOfSku>, ApiError> {
+    let mut stock = Vec::with_capacity(skus.len());
+    if skus.is_empty() {
+        return Ok(stock);
+    }
+    let mut asked = Query::stock(skus.to_vec(), STOCK_CELLS_PER_QUERY);
+    loop {
+        asked = query(engine, asked).await?;
+        let Query::Stock(answer) = &mut asked else {
+            return Err(ApiError::internal("the engine answered another query to stock"));
+        };
+        for (_, buyer_limit, cells) in answer.per_sku() {
+            let cells = cells.iter().map(|cell| (cell.warehouse, cell.level)).collect();
+            stock.push(StockOfSku { cells, buyer_limit });
+        }
+        if !answer.advance() {
+            return Ok(stock);
+        }
+    }
+}
+
+/// The cells of each SKU, in the order asked.
+pub async fn stock_cells(
+    engine: &Handle,
+    skus: &[SkuId],
+) -> Result<Vec<Vec<(WarehouseId, StockLevel)>>, ApiError> {
+    Ok(stock_of(engine, skus).await?.into_iter().map(|stock| stock.cells).collect())
+}
+
+/// Units available now of each SKU, summed over its warehouses (SKUs never stocked: absent).
+pub async fn available_units(
+    engine: &Handle,
+    skus: &[SkuId],
+) -> Result<HashMap<SkuId, u64>, ApiError> {
+    let stock = stock_of(engine, skus).await?;
+    Ok(skus
+        .iter()
+        .zip(stock)
+        .map(|(sku, stock)| {
+            (*sku, stock.cells.iter().map(|(_, level)| u64::from(level.available())).sum())
+        })
+        .collect())
+}
+
+/// The answer to a command the pipeline did not take.
+pub fn submit_error(error: surge_pipeline::SubmitError) -> ApiError {
     match error {
         surge_pipeline::SubmitError::Overloaded => ApiError::overloaded(),
         surge_pipeline::SubmitError::Stopped => ApiError::internal("the engine pipeline stopped"),
+        surge_pipeline::SubmitError::AttachmentTooLarge => {
+            ApiError::validation("the checkout is too large to record")
+        }
     }
 }
 

@@ -9,12 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use surge_engine::Limits;
-use surge_gateway::auth::{self, RateLimiter, Tokens};
-use surge_gateway::db::Db;
-use surge_gateway::payments::Sandbox;
-use surge_gateway::search::{self, Search};
-use surge_gateway::{demo, order_events};
-use surge_gateway::{AppState, Config, Services};
+use surge_gateway::auth::{self, Tokens};
+use surge_gateway::startup::{self, Paths};
+use surge_gateway::{demo, AppState, Config};
 use surge_pipeline::{Pipeline, PipelineConfig};
 
 #[derive(Debug, Parser)]
@@ -171,37 +168,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .await
         });
 
-        let db = Db::open(&args.data_dir.join("surge.db"))?;
-        let watermark = order_events::watermark(&db).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let data_dir = args.data_dir.clone();
-        let pipeline_config = PipelineConfig {
-            events_after: Some(watermark),
-            publish_events: true,
-            ..PipelineConfig::default()
-        };
-        let (mut pipeline, mut report) = tokio::task::spawn_blocking(move || {
-            Pipeline::open_dir(&data_dir, pipeline_config).map_err(anyhow::Error::from)
-        })
-        .await??;
-        tracing::info!(
-            snapshot_sequence = report.snapshot_sequence,
-            replayed = report.replayed,
-            next_sequence = report.next_sequence,
-            missed_events = report.missed_events.len(),
-            "engine recovered"
-        );
-        // What the order store missed before the last stop, then everything from now on.
-        let missed = std::mem::take(&mut report.missed_events);
-        let through = surge_engine::Sequence(report.next_sequence - 1);
-        order_events::record(&db, Arc::new(missed), through)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let events = pipeline.take_events().expect("events are taken once");
-        let (stock, stock_updates) = search::stock_channel();
-        let runtime = tokio::runtime::Handle::current();
-        let (recorder, recorded) =
-            order_events::spawn(db.clone(), events, runtime, through, search::forward_stock(stock));
-
         let webhook_secret = match std::env::var("SURGE_WEBHOOK_SECRET") {
             Ok(secret) if !secret.is_empty() => secret,
             _ => auth::load_or_create_hex_secret(&args.data_dir.join("webhook.secret"))?,
@@ -209,57 +175,39 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let config = Config {
             reservation_ttl: args.reservation_ttl,
             payment_latency: args.payment_latency,
-            webhook_secret: webhook_secret.clone(),
+            webhook_secret,
             ..Config::default()
         };
-        let catalog = surge_gateway::catalog::Registry::load(&db)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let search = Search::open(&args.data_dir)?;
-        let engine = pipeline.handle();
-        let db_path = args.data_dir.join("surge.db");
-        let feeder = search::start_feeder(&search, &db, &db_path, &engine, stock_updates).await?;
-        let services = Services {
-            db,
-            catalog,
-            engine: pipeline.handle(),
-            tokens: Tokens::load(
-                &args.data_dir,
-                std::env::var("SURGE_ADMIN_TOKEN").ok(),
-                Duration::from_secs(24 * 3600),
-            )?,
-            rate_limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
-            checkout: surge_gateway::checkout::InFlight::default(),
-            payments: Arc::new(Sandbox { secret: webhook_secret, latency: config.payment_latency }),
+        let tokens = Tokens::load(
+            &args.data_dir,
+            std::env::var("SURGE_ADMIN_TOKEN").ok(),
+            Duration::from_secs(24 * 3600),
+        )?;
+        let paths =
+            Paths { database: args.data_dir.join("surge.db"), search_dir: args.data_dir.clone() };
+        let data_dir = args.data_dir.clone();
+        let running = startup::start(
+            &state,
             config,
-            search,
-            recorded,
-        };
-        let services = Arc::new(services);
+            tokens,
+            paths,
+            PipelineConfig::default(),
+            move |config| Pipeline::open_dir(&data_dir, config),
+        )
+        .await?;
         if args.demo {
-            match demo::load_if_empty(&services).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+            match demo::load_if_empty(&running.services)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
                 Some(summary) => tracing::info!(?summary, "demo catalog loaded; indexing it"),
                 None => tracing::info!("--demo: the catalog is not empty, nothing loaded"),
             }
         }
-        let orphans = surge_gateway::orders::release_orphans(&services)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if orphans > 0 {
-            tracing::warn!(orphans, "released reservations a crash left without an order");
-        }
-        let sweeper = surge_gateway::retention::spawn_sweeper(services.db.clone());
-        state.set_ready(services);
+        state.set_ready(Arc::clone(&running.services));
         tracing::info!("ready");
         server.await??;
-        sweeper.abort();
-        tokio::task::spawn_blocking(move || {
-            pipeline.shutdown();
-            let _ = recorder.join();
-            // The recorder dropped the stock sender: the feeder commits and stops.
-            let _ = feeder.join();
-        })
-        .await?;
+        tokio::task::spawn_blocking(move || running.stop()).await?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -1,15 +1,14 @@
-//! Orders: listing and detail (live and archived merged), cancel, ship, deliver, the seller's view,
-//! and reconciliation of engine counters against the order records.
+//! Orders: listing and detail, cancel, ship, deliver, the seller's view, and reconciliation of
+//! engine counters against the order records.
 //!
-//! The engine decides every state change; this module submits the command, and when the engine
-//! answers with a transition it appends a row to `order_transitions`. Transitions no request
-//! causes (expiry) reach the rows through the engine's event stream ([`crate::order_events`]), a
-//! few milliseconds behind; a read checks its open orders against the engine and, where the rows
-//! are behind, waits for them ([`read_current`]), so a status is the engine's as of the request,
-//! never an older one. An order's status is never stored as such: it is derived from those rows
-//! by [`current_status`], so writers that learn of changes in any order (this module, the
-//! checkout, the payment webhook, the expiry events) cannot overwrite one another. The same rule
-//! serves the buyer's view, the seller's view and reconciliation.
+//! The rows are a projection of the journal ([`crate::projector`]): this module never writes
+//! them. A change (cancel, ship, deliver) is a command to the engine; once it is durable, the
+//! answer waits for the projector to have written it and reads the order back. A read first waits
+//! until the rows have followed the engine as of the request ([`Projected::caught_up`], bounded),
+//! so an order that expired a millisecond ago, or was placed by the caller just now, shows as the
+//! engine has it.
+//!
+//! [`Projected::caught_up`]: crate::projector::Projected::caught_up
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,9 +20,9 @@ use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use surge_engine::{Command, OrderId, OrderState, Outcome, Rejection, ReleaseReason, SkuId};
+use surge_orders_svc::{OrderLine, OrderStatus, PlacedOrder};
 
 use crate::auth::{Caller, Role};
 use crate::db::Db;
@@ -46,123 +45,54 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 // ----- The order record -----
 
-/// One line of an order as the checkout stored it (`orders.lines`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderLine {
-    pub sku: String,
-    pub quantity: u32,
-    pub unit_price_cents: i64,
-    /// The warehouse's name (the id of the API path).
-    pub warehouse: String,
-}
-
-/// One row of `order_transitions`.
+/// One history row: a status and when the engine stamped the command that caused it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
     pub status: String,
     pub at: String,
-    /// The engine sequence of the command that caused the transition; `None` for gateway-only
-    /// statuses (`refunded`).
-    pub seq: Option<i64>,
 }
 
-/// An order as stored: the checkout's row plus every transition recorded for it, in history order
-/// (engine transitions by sequence, then gateway-only ones by insertion).
+/// An order as the projection stored it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OrderRecord {
-    pub id: OrderId,
-    pub buyer_id: i64,
-    pub created_at: String,
-    pub expires_at: String,
-    pub total_cents: i64,
-    pub currency: String,
-    pub lines: Vec<OrderLine>,
+    pub placed: PlacedOrder,
+    pub status: OrderStatus,
     pub shipping: Value,
-    /// Kept for payment retries; never shown.
-    pub payment_token: String,
+    /// Oldest first.
     pub transitions: Vec<Transition>,
 }
 
 impl OrderRecord {
-    /// The status now, by [`current_status`].
-    pub fn status(&self) -> &str {
-        current_status(self.transitions.iter().map(|t| (t.status.as_str(), t.seq)))
+    pub fn id(&self) -> OrderId {
+        self.placed.id
     }
 
-    /// `[{status, at}]`, oldest first, always starting with `pending_payment` (the checkout may not
-    /// write a row for the reservation itself: its time is `created_at`).
+    pub fn status(&self) -> &'static str {
+        self.status.as_str()
+    }
+
+    /// `[{status, at}]`, oldest first, starting with `pending_payment`.
     pub fn history(&self) -> Vec<Value> {
-        let mut history = Vec::with_capacity(self.transitions.len() + 1);
-        if !self.transitions.iter().any(|t| t.status == PENDING_PAYMENT) {
-            history.push(json!({"status": PENDING_PAYMENT, "at": self.created_at}));
-        }
-        history.extend(self.transitions.iter().map(|t| json!({"status": t.status, "at": t.at})));
-        history
+        self.transitions.iter().map(|t| json!({"status": t.status, "at": t.at})).collect()
     }
-}
-
-pub const PENDING_PAYMENT: &str = "pending_payment";
-pub const REFUNDED: &str = "refunded";
-
-/// The status of an order from its transition rows `(status, seq)`, in any order:
-///
-/// 1. any `refunded` row wins: the money went back, whatever the engine did before;
-/// 2. otherwise the engine transition with the highest `seq` (the engine applies commands in
-///    sequence order, so the highest is the latest, whichever writer recorded it first);
-/// 3. with no engine transition, `pending_payment` (a reservation's own row is optional).
-///
-/// Rows without a `seq` other than `refunded` carry no engine ordering and are ignored here.
-pub fn current_status<'a>(
-    transitions: impl IntoIterator<Item = (&'a str, Option<i64>)>,
-) -> &'a str {
-    let mut latest: Option<(i64, &'a str)> = None;
-    for (status, seq) in transitions {
-        if status == REFUNDED {
-            return REFUNDED;
-        }
-        if let Some(seq) = seq {
-            if latest.is_none_or(|(highest, _)| seq > highest) {
-                latest = Some((seq, status));
-            }
-        }
-    }
-    latest.map_or(PENDING_PAYMENT, |(_, status)| status)
 }
 
 /// The API name of an engine order state.
 pub fn state_name(state: OrderState) -> &'static str {
-    match state {
-        OrderState::PendingPayment => PENDING_PAYMENT,
-        OrderState::Confirmed => "confirmed",
-        OrderState::Shipped => "shipped",
-        OrderState::Delivered => "delivered",
-        OrderState::PaymentFailed => "payment_failed",
-        OrderState::Expired => "expired",
-        OrderState::Cancelled => "cancelled",
-    }
-}
-
-/// Statuses whose units count as sold (reached `confirmed`, not cancelled). `refunded` is not one:
-/// a refund follows a payment that arrived after expiry, so the engine never sold those units.
-fn is_sold(status: &str) -> bool {
-    matches!(status, "confirmed" | "shipped" | "delivered")
-}
-
-/// Statuses no command can change any more.
-fn is_final(status: &str) -> bool {
-    matches!(status, "delivered" | "payment_failed" | "expired" | "cancelled" | "refunded")
+    OrderStatus::of_engine(state).as_str()
 }
 
 /// The order as the buyer and admins see it.
 pub fn order_json(order: &OrderRecord) -> Value {
+    let placed = &order.placed;
     json!({
-        "order_id": order_id_string(order.id),
+        "order_id": order_id_string(placed.id),
         "status": order.status(),
-        "lines": order.lines,
-        "total_cents": order.total_cents,
-        "currency": order.currency,
-        "created_at": order.created_at,
-        "expires_at": order.expires_at,
+        "lines": placed.lines,
+        "total_cents": placed.total_cents,
+        "currency": placed.currency,
+        "created_at": placed.created_at,
+        "expires_at": placed.expires_at,
         "history": order.history(),
         "shipping": order.shipping,
     })
@@ -170,19 +100,25 @@ pub fn order_json(order: &OrderRecord) -> Value {
 
 /// The short form of list pages.
 fn order_summary_json(order: &OrderRecord) -> Value {
+    let placed = &order.placed;
     json!({
-        "order_id": order_id_string(order.id),
+        "order_id": order_id_string(placed.id),
         "status": order.status(),
-        "total_cents": order.total_cents,
-        "currency": order.currency,
-        "created_at": order.created_at,
-        "lines": order.lines,
+        "total_cents": placed.total_cents,
+        "currency": placed.currency,
+        "created_at": placed.created_at,
+        "lines": placed.lines,
     })
 }
 
-/// Loads an order and its transitions; `None` when there is no such order.
+/// Loads an order and its history; `None` when there is no such order.
 pub async fn load_order(db: &Db, order: OrderId) -> Result<Option<OrderRecord>, ApiError> {
     db.read(move |connection| read_order(connection, order)).await
+}
+
+/// What the checkout answered for `order` (to replay a `201`).
+pub async fn placed_order(db: &Db, order: OrderId) -> Result<Option<PlacedOrder>, ApiError> {
+    Ok(load_order(db, order).await?.map(|record| record.placed))
 }
 
 fn read_order(connection: &Connection, order: OrderId) -> Result<Option<OrderRecord>, ApiError> {
@@ -191,8 +127,7 @@ fn read_order(connection: &Connection, order: OrderId) -> Result<Option<OrderRec
     };
     let row = connection
         .prepare_cached(
-            "SELECT buyer_id, created_at, expires_at, total_cents, currency, lines, shipping,
-                    payment_token
+            "SELECT buyer_id, created_at, expires_at, total_cents, currency, lines, shipping, status
              FROM orders WHERE id = ?1",
         )?
         .query_row([id], |row| {
@@ -208,21 +143,25 @@ fn read_order(connection: &Connection, order: OrderId) -> Result<Option<OrderRec
             ))
         })
         .optional()?;
-    let Some((buyer_id, created_at, expires_at, total_cents, currency, lines, shipping, token)) =
+    let Some((buyer_id, created_at, expires_at, total_cents, currency, lines, shipping, status)) =
         row
     else {
         return Ok(None);
     };
+    let status = OrderStatus::parse(&status)
+        .ok_or_else(|| ApiError::internal(format!("order {id} has status {status}")))?;
     Ok(Some(OrderRecord {
-        id: order,
-        buyer_id,
-        created_at,
-        expires_at,
-        total_cents,
-        currency,
-        lines: parse_lines(&lines)?,
+        placed: PlacedOrder {
+            id: order,
+            buyer_id,
+            lines: parse_lines(&lines)?,
+            total_cents,
+            currency,
+            created_at,
+            expires_at,
+        },
+        status,
         shipping: serde_json::from_str(&shipping).map_err(ApiError::internal)?,
-        payment_token: token,
         transitions: read_transitions(connection, id)?,
     }))
 }
@@ -231,64 +170,26 @@ fn parse_lines(text: &str) -> Result<Vec<OrderLine>, ApiError> {
     serde_json::from_str(text).map_err(ApiError::internal)
 }
 
-/// The transitions of one order in history order. SQLite sorts NULL first, so `seq IS NULL`
-/// leads the key: gateway-only rows (a refund) come after every engine transition.
+/// The history of one order, by the sequence of the command that caused each step.
 fn read_transitions(connection: &Connection, order: i64) -> Result<Vec<Transition>, ApiError> {
     let mut statement = connection.prepare_cached(
-        "SELECT status, at, seq FROM order_transitions WHERE order_id = ?1
+        "SELECT status, at FROM order_transitions WHERE order_id = ?1
          ORDER BY seq IS NULL, seq, id",
     )?;
     let transitions = statement
-        .query_map([order], |row| {
-            Ok(Transition { status: row.get(0)?, at: row.get(1)?, seq: row.get(2)? })
-        })?
+        .query_map([order], |row| Ok(Transition { status: row.get(0)?, at: row.get(1)? }))?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(transitions)
 }
 
-/// Records that `order` reached `status`, timestamped now. For engine transitions `seq` is the
-/// sequence of the command that caused it ([`surge_pipeline::Applied::sequence`]); recording the same
-/// engine transition twice is a no-op (unique `(order_id, seq)`), so every writer that learns of it
-/// (the handler that submitted the command, the event consumer) may record it. A gateway-only
-/// status (`seq` = `None`, i.e. `refunded`) is likewise recorded at most once per order.
-pub async fn record_transition(
-    db: &Db,
-    order: OrderId,
-    status: &str,
-    seq: Option<u64>,
-) -> Result<(), ApiError> {
-    record_transition_at(db, order, status, seq, crate::now_rfc3339()).await
-}
-
-/// [`record_transition`] with the time given, e.g. the engine's stamp of the command.
-pub async fn record_transition_at(
-    db: &Db,
-    order: OrderId,
-    status: &str,
-    seq: Option<u64>,
-    at: String,
-) -> Result<(), ApiError> {
-    let order = i64::try_from(order.0).map_err(ApiError::internal)?;
-    let seq = seq.map(i64::try_from).transpose().map_err(ApiError::internal)?;
-    let status = status.to_owned();
-    db.write(move |tx| {
-        match seq {
-            Some(seq) => tx.execute(
-                "INSERT OR IGNORE INTO order_transitions (order_id, status, at, seq)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![order, status, at, seq],
-            )?,
-            None => tx.execute(
-                "INSERT INTO order_transitions (order_id, status, at, seq)
-                 SELECT ?1, ?2, ?3, NULL WHERE NOT EXISTS (
-                     SELECT 1 FROM order_transitions
-                     WHERE order_id = ?1 AND status = ?2 AND seq IS NULL)",
-                params![order, status, at],
-            )?,
-        };
-        Ok(())
-    })
-    .await
+/// Reads with `read` once the rows have followed the engine as of now.
+async fn read_fresh<T, F>(services: &Services, read: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
+{
+    services.projected.caught_up(&services.engine).await?;
+    services.db.read(read).await
 }
 
 // ----- Pagination -----
@@ -364,71 +265,45 @@ fn read_orders(connection: &Connection, ids: &[OrderId]) -> Result<Vec<OrderReco
 
 // ----- Buyer routes -----
 
+/// `?status=` of a list, if given.
+fn status_filter(params: &QueryParams) -> Result<Option<OrderStatus>, ApiError> {
+    let Ok(Query(params)) = params else { return Ok(None) };
+    params
+        .get("status")
+        .map(|text| {
+            OrderStatus::parse(text)
+                .ok_or_else(|| ApiError::validation(format!("status: no order status {text}")))
+        })
+        .transpose()
+}
+
 async fn list_orders(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     params: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Buyer)?;
+    let status = status_filter(&params)?.map(OrderStatus::as_str);
     let page = page(params)?;
     let buyer = caller.user_id;
     let services = state.services()?;
-    let read = move |connection: &Connection| {
+    let (orders, next) = read_fresh(services, move |connection: &Connection| {
         let (ids, next) = page_ids(&page, |before, limit| {
             let mut statement = connection.prepare_cached(
                 "SELECT id FROM orders WHERE buyer_id = ?1 AND id < ?2
+                   AND (?4 IS NULL OR status = ?4)
                  ORDER BY id DESC LIMIT ?3",
             )?;
             let ids = statement
-                .query_map(params![buyer, before, limit], |row| row.get(0))?
+                .query_map(params![buyer, before, limit, status], |row| row.get(0))?
                 .collect::<Result<Vec<i64>, _>>()?;
             Ok(ids)
         })?;
         Ok((read_orders(connection, &ids)?, next))
-    };
-    let (orders, next) =
-        read_current(services, read, |(orders, _)| orders.iter().collect()).await?;
-    let orders: Vec<Value> = orders.iter().map(order_summary_json).collect();
-    Ok(Json(json!({"orders": orders, "next_cursor": next})))
-}
-
-/// Reads order records with `read` so that they show the engine's state as of the request.
-///
-/// Rows are written behind the engine (the event recorder, milliseconds later), so after reading,
-/// the engine is asked about every order whose rows say it can still change: when it holds each of
-/// them in the state the rows show, the rows are current and are the answer. When it disagrees
-/// (the order moved on, or left engine memory as expired, failed or delivered), the read waits
-/// until the recorder has caught up with the engine ([`crate::order_events::Recorded::caught_up`])
-/// and reads again. Orders already final in their rows need no engine round trip.
-async fn read_current<T, F>(
-    services: &Services,
-    read: F,
-    records: impl Fn(&T) -> Vec<&OrderRecord>,
-) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: Fn(&Connection) -> Result<T, ApiError> + Clone + Send + 'static,
-{
-    let first = services.db.read(read.clone()).await?;
-    let open: Vec<(OrderId, String)> = records(&first)
-        .into_iter()
-        .filter(|record| !is_final(record.status()))
-        .map(|record| (record.id, record.status().to_owned()))
-        .collect();
-    if open.is_empty() {
-        return Ok(first);
-    }
-    let current = crate::query(&services.engine, move |engine| {
-        open.iter().all(|(id, status)| {
-            engine.order(*id).is_some_and(|order| state_name(order.state) == status.as_str())
-        })
     })
     .await?;
-    if current {
-        return Ok(first);
-    }
-    services.recorded.caught_up(&services.engine).await?;
-    services.db.read(read).await
+    let orders: Vec<Value> = orders.iter().map(order_summary_json).collect();
+    Ok(Json(json!({"orders": orders, "next_cursor": next})))
 }
 
 /// The order named in the path, if the caller may see it: its buyer, or an admin. Anyone else, and
@@ -440,11 +315,11 @@ async fn visible_order(
 ) -> Result<OrderRecord, ApiError> {
     let not_found = || ApiError::not_found("order not found");
     let order = crate::parse_order_id(id).ok_or_else(not_found)?;
-    let read = move |connection: &Connection| read_order(connection, order);
-    let record = read_current(services, read, |record| record.iter().collect())
+    let record = read_fresh(services, move |connection| read_order(connection, order))
         .await?
         .ok_or_else(not_found)?;
-    if caller.is_admin() || (caller.role == Role::Buyer && record.buyer_id == caller.user_id) {
+    if caller.is_admin() || (caller.role == Role::Buyer && record.placed.buyer_id == caller.user_id)
+    {
         Ok(record)
     } else {
         Err(not_found())
@@ -461,6 +336,9 @@ async fn get_order(
     Ok(Json(order_json(&order)))
 }
 
+/// Cancel: a pending order is released, a confirmed one cancelled (the projection then refunds
+/// it: the refund is driven from the journal, so a client that goes away after the engine's
+/// answer cannot lose it).
 async fn cancel_order(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -471,54 +349,35 @@ async fn cancel_order(
     if caller.role != Role::Buyer {
         return Err(ApiError::forbidden("only the buyer may cancel an order"));
     }
-    let status = order.status();
-    let command = match status {
-        PENDING_PAYMENT => Command::Release { order: order.id, reason: ReleaseReason::Cancelled },
-        "confirmed" => Command::Cancel { order: order.id },
+    let command = match order.status {
+        OrderStatus::PendingPayment => {
+            Command::Release { order: order.id(), reason: ReleaseReason::Cancelled }
+        }
+        OrderStatus::Confirmed => Command::Cancel { order: order.id() },
         other => {
-            return Err(ApiError::conflict(format!("an order that is {other} cannot be cancelled")))
+            return Err(ApiError::conflict(format!(
+                "an order that is {} cannot be cancelled",
+                other.as_str()
+            )))
         }
     };
     let mut applied = crate::submit(&services.engine, command).await?;
-    let mut cancelled_after_payment = matches!(command, Command::Cancel { .. });
-    // The record can lag the engine: a payment may have confirmed the order since it was read.
+    // The rows can lag the engine: a payment may have confirmed the order since they were read.
     // Then the release finds it resolved, and the cancel of a confirmed order applies instead.
     if let Outcome::Rejected(Rejection::AlreadyResolved { state: OrderState::Confirmed }) =
         applied.outcome
     {
-        applied = crate::submit(&services.engine, Command::Cancel { order: order.id }).await?;
-        cancelled_after_payment = true;
+        applied = crate::submit(&services.engine, Command::Cancel { order: order.id() }).await?;
     }
-    apply_outcome(services, order.id, &applied).await?;
-    if cancelled_after_payment {
-        refund_cancelled_order(services, &order).await?;
-    }
-    reload(services, order.id).await
+    check_outcome(&applied)?;
+    reload(services, order.id(), applied.sequence).await
 }
 
-/// The one place where a cancelled order that was paid gets its money back. The engine has
-/// returned the units already; the refund itself belongs to the payments module (keyed by the
-/// order id, so a retry cannot refund twice), which the lead wires in here.
-async fn refund_cancelled_order(services: &Services, order: &OrderRecord) -> Result<(), ApiError> {
-    // The status stays `cancelled` (API.md): only the payment is marked refunded.
-    crate::payments::refund(services, order.id).await.map(drop)
-}
-
-/// Records an engine transition, or maps a refusal to `409 conflict` (recording the expiry that a
-/// late command caused, since the engine retired the order then).
-async fn apply_outcome(
-    services: &Services,
-    order: OrderId,
-    applied: &surge_pipeline::Applied,
-) -> Result<(), ApiError> {
-    let at = crate::time::rfc3339(applied.at);
-    let seq = Some(applied.sequence.0);
+/// Maps a refusal of an order command to `409 conflict`.
+fn check_outcome(applied: &surge_pipeline::Applied) -> Result<(), ApiError> {
     match applied.outcome {
-        Outcome::Transitioned { state, .. } => {
-            record_transition_at(&services.db, order, state_name(state), seq, at).await
-        }
+        Outcome::Transitioned { .. } => Ok(()),
         Outcome::Rejected(Rejection::Expired) => {
-            record_transition_at(&services.db, order, "expired", seq, at).await?;
             Err(ApiError::conflict("the order expired before the request arrived"))
         }
         Outcome::Rejected(
@@ -539,48 +398,13 @@ async fn apply_outcome(
     }
 }
 
-/// Releases the reservations of live pending orders that have no order row: a crash after the
-/// engine reserved and before the checkout stored the order (nobody was answered; a retry reserves
-/// again). Without this their units stay held until the reservation's deadline. Run at start-up,
-/// before any request is served, so no checkout can be between the two steps. Returns how many
-/// were released.
-pub async fn release_orphans(services: &Services) -> Result<usize, ApiError> {
-    let pending = crate::query(&services.engine, |engine| {
-        let mut pending: Vec<OrderId> = engine
-            .order_states()
-            .filter(|&(_, state)| state == OrderState::PendingPayment)
-            .map(|(id, _)| id)
-            .collect();
-        pending.sort_unstable();
-        pending
-    })
-    .await?;
-    if pending.is_empty() {
-        return Ok(0);
-    }
-    let orphans = services
-        .db
-        .read(move |connection| {
-            let mut exists = connection.prepare_cached("SELECT 1 FROM orders WHERE id = ?1")?;
-            let mut orphans = Vec::new();
-            for order in pending {
-                let id = i64::try_from(order.0).map_err(ApiError::internal)?;
-                if !exists.exists([id])? {
-                    orphans.push(order);
-                }
-            }
-            Ok(orphans)
-        })
-        .await?;
-    for &order in &orphans {
-        let command = Command::Release { order, reason: ReleaseReason::Cancelled };
-        let applied = crate::submit(&services.engine, command).await?;
-        tracing::warn!(order = order.0, outcome = ?applied.outcome, "released a reservation without an order row");
-    }
-    Ok(orphans.len())
-}
-
-async fn reload(services: &Services, order: OrderId) -> Result<Json<Value>, ApiError> {
+/// The order once the projection has written the command `sequence`.
+async fn reload(
+    services: &Services,
+    order: OrderId,
+    sequence: surge_engine::Sequence,
+) -> Result<Json<Value>, ApiError> {
+    services.projected.reach(sequence).await;
     let record = load_order(&services.db, order)
         .await?
         .ok_or_else(|| ApiError::internal("an order row disappeared"))?;
@@ -605,7 +429,9 @@ async fn fulfil(
         Role::Seller | Role::Admin => {}
     }
     let order = crate::parse_order_id(id).ok_or_else(not_found)?;
-    let record = load_order(&services.db, order).await?.ok_or_else(not_found)?;
+    let record = read_fresh(services, move |connection| read_order(connection, order))
+        .await?
+        .ok_or_else(not_found)?;
     if caller.role == Role::Seller {
         let seller = caller.user_id;
         let order_key = i64::try_from(order.0).map_err(ApiError::internal)?;
@@ -627,13 +453,15 @@ async fn fulfil(
             return Err(ApiError::forbidden("other sellers hold lines of this order"));
         }
     }
-    let status = record.status();
-    if is_final(status) {
-        return Err(ApiError::conflict(format!("the order is {status} and cannot change")));
+    if record.status.is_final() {
+        return Err(ApiError::conflict(format!(
+            "the order is {} and cannot change",
+            record.status()
+        )));
     }
     let applied = crate::submit(&services.engine, command(order)).await?;
-    apply_outcome(services, order, &applied).await?;
-    reload(services, order).await
+    check_outcome(&applied)?;
+    reload(services, order, applied.sequence).await
 }
 
 async fn ship_order(
@@ -692,26 +520,25 @@ async fn seller_orders(
         })?;
         let mut orders = Vec::with_capacity(ids.len());
         for record in read_orders(connection, &ids)? {
-            let mine = seller_skus(connection, seller, record.id)?;
+            let mine = seller_skus(connection, seller, record.id())?;
             orders.push((record, mine));
         }
         Ok((orders, next))
     };
-    let (orders, next) =
-        read_current(services, read, |(orders, _)| orders.iter().map(|(r, _)| r).collect()).await?;
+    let (orders, next) = read_fresh(services, read).await?;
     let orders: Vec<Value> = orders
         .iter()
         .map(|(record, mine)| {
             let lines: Vec<&OrderLine> =
-                record.lines.iter().filter(|line| mine.contains(&line.sku)).collect();
+                record.placed.lines.iter().filter(|line| mine.contains(&line.sku)).collect();
             let total: i64 =
                 lines.iter().map(|line| line.unit_price_cents * i64::from(line.quantity)).sum();
             json!({
-                "order_id": order_id_string(record.id),
+                "order_id": order_id_string(record.id()),
                 "status": record.status(),
                 "total_cents": total,
-                "currency": record.currency,
-                "created_at": record.created_at,
+                "currency": record.placed.currency,
+                "created_at": record.placed.created_at,
                 "lines": lines,
                 "shipping": record.shipping,
             })
@@ -729,49 +556,47 @@ async fn seller_analytics(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Seller)?;
     let seller = caller.user_id;
-    let skus = state
-        .services()?
-        .db
-        .read(move |connection| {
-            let mut statement = connection.prepare(
-                "SELECT DISTINCT order_id FROM order_skus WHERE seller_id = ?1 ORDER BY order_id",
-            )?;
-            let ids = statement
-                .query_map([seller], |row| row.get::<_, i64>(0))?
-                .map(|id| id.map(|id| OrderId(id.unsigned_abs())))
-                .collect::<Result<Vec<_>, _>>()?;
-            // sku -> (units, revenue, currency), sorted by SKU for a stable answer.
-            let mut per_sku: BTreeMap<String, (u64, i64, String)> = BTreeMap::new();
-            for record in read_orders(connection, &ids)? {
-                if !is_sold(record.status()) {
-                    continue;
-                }
-                let mine = seller_skus(connection, seller, record.id)?;
-                for line in record.lines.iter().filter(|line| mine.contains(&line.sku)) {
-                    let entry = per_sku
-                        .entry(line.sku.clone())
-                        .or_insert_with(|| (0, 0, record.currency.clone()));
-                    entry.0 += u64::from(line.quantity);
-                    entry.1 = line
-                        .unit_price_cents
-                        .checked_mul(i64::from(line.quantity))
-                        .and_then(|revenue| entry.1.checked_add(revenue))
-                        .ok_or_else(|| ApiError::internal("revenue overflows"))?;
-                }
+    let services = state.services()?;
+    let skus = read_fresh(services, move |connection| {
+        let mut statement = connection.prepare(
+            "SELECT DISTINCT order_id FROM order_skus WHERE seller_id = ?1 ORDER BY order_id",
+        )?;
+        let ids = statement
+            .query_map([seller], |row| row.get::<_, i64>(0))?
+            .map(|id| id.map(|id| OrderId(id.unsigned_abs())))
+            .collect::<Result<Vec<_>, _>>()?;
+        // sku -> (units, revenue, currency), sorted by SKU for a stable answer.
+        let mut per_sku: BTreeMap<String, (u64, i64, String)> = BTreeMap::new();
+        for record in read_orders(connection, &ids)? {
+            if !record.status.is_sold() {
+                continue;
             }
-            Ok(per_sku
-                .into_iter()
-                .map(|(sku, (units, revenue, currency))| {
-                    json!({
-                        "sku": sku,
-                        "units_sold": units,
-                        "revenue_cents": revenue,
-                        "currency": currency,
-                    })
+            let mine = seller_skus(connection, seller, record.id())?;
+            for line in record.placed.lines.iter().filter(|line| mine.contains(&line.sku)) {
+                let entry = per_sku
+                    .entry(line.sku.clone())
+                    .or_insert_with(|| (0, 0, record.placed.currency.clone()));
+                entry.0 += u64::from(line.quantity);
+                entry.1 = line
+                    .unit_price_cents
+                    .checked_mul(i64::from(line.quantity))
+                    .and_then(|revenue| entry.1.checked_add(revenue))
+                    .ok_or_else(|| ApiError::internal("revenue overflows"))?;
+            }
+        }
+        Ok(per_sku
+            .into_iter()
+            .map(|(sku, (units, revenue, currency))| {
+                json!({
+                    "sku": sku,
+                    "units_sold": units,
+                    "revenue_cents": revenue,
+                    "currency": currency,
                 })
-                .collect::<Vec<_>>())
-        })
-        .await?;
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
     Ok(Json(json!({ "skus": skus })))
 }
 
@@ -794,16 +619,19 @@ struct EngineCounters {
 /// `reserved` must equal the units of orders now `pending_payment`, `sold` the units of orders now
 /// `confirmed`, `shipped` or `delivered`, and no warehouse may have `available < 0`.
 ///
-/// Exact when the system is quiet. Transitions are recorded after the engine answers, so during
-/// traffic an order row can lag the engine by the time it takes to commit it (milliseconds), and
-/// expiries by the time the expiry consumer takes to record them; such mismatches vanish when run
-/// again. Engine counters are read in chunks of SKUs; each SKU is read atomically.
+/// It waits for the projection to follow the engine first, so it is exact when the system is
+/// quiet; during traffic, commands that arrive between the engine reads and the row reads can
+/// show as mismatches that vanish when run again. Engine counters are read in chunks of SKUs; each
+/// SKU is read atomically.
 async fn reconciliation(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
     let services = state.services()?;
+    // The rows must have followed the engine first: a comparison against rows that lag would
+    // report mismatches that are only the projection's delay.
+    services.projected.caught_up(&services.engine).await?;
     let skus: Vec<(SkuId, String)> = services
         .db
         .read(|connection| {
@@ -817,22 +645,16 @@ async fn reconciliation(
     let mut engine_counters = Vec::with_capacity(skus.len());
     for chunk in skus.chunks(RECONCILIATION_CHUNK_SKUS) {
         let ids: Vec<SkuId> = chunk.iter().map(|(id, _)| *id).collect();
-        let counters = crate::query(&services.engine, move |engine| {
-            ids.iter()
-                .map(|&sku| {
-                    let mut counters = EngineCounters::default();
-                    for (_, level) in engine.stock_by_warehouse(sku) {
-                        counters.reserved += u64::from(level.reserved);
-                        counters.sold += level.sold;
-                        let available = i64::from(level.on_hand) - i64::from(level.reserved);
-                        counters.available_min = counters.available_min.min(available);
-                    }
-                    counters
-                })
-                .collect::<Vec<_>>()
-        })
-        .await?;
-        engine_counters.extend(counters);
+        for cells in crate::stock_cells(&services.engine, &ids).await? {
+            let mut counters = EngineCounters::default();
+            for (_, level) in cells {
+                counters.reserved += u64::from(level.reserved);
+                counters.sold += level.sold;
+                let available = i64::from(level.on_hand) - i64::from(level.reserved);
+                counters.available_min = counters.available_min.min(available);
+            }
+            engine_counters.push(counters);
+        }
     }
     let (reserved_by_orders, sold_by_orders) = services.db.read(order_units).await?;
 
@@ -876,32 +698,20 @@ type UnitsBySku = HashMap<String, u64>;
 
 /// Units per SKU in orders now `pending_payment` (reserved) and now sold, over every order.
 fn order_units(connection: &Connection) -> Result<(UnitsBySku, UnitsBySku), ApiError> {
-    let mut transitions: HashMap<i64, Vec<(String, Option<i64>)>> = HashMap::new();
-    let mut statement =
-        connection.prepare("SELECT order_id, status, seq FROM order_transitions")?;
-    let mut rows = statement.query([])?;
-    while let Some(row) = rows.next()? {
-        transitions.entry(row.get(0)?).or_default().push((row.get(1)?, row.get(2)?));
-    }
     let (mut reserved, mut sold) = (UnitsBySku::new(), UnitsBySku::new());
-    let mut statement = connection.prepare("SELECT id, lines FROM orders")?;
+    let mut statement = connection.prepare(
+        "SELECT s.sku, o.status, SUM(s.quantity) FROM order_skus s JOIN orders o ON o.id = s.order_id
+         WHERE o.status IN ('pending_payment', 'confirmed', 'shipped', 'delivered')
+         GROUP BY s.sku, o.status",
+    )?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
-        let id: i64 = row.get(0)?;
-        let lines = parse_lines(&row.get::<_, String>(1)?)?;
-        let status = current_status(
-            transitions.get(&id).into_iter().flatten().map(|(status, seq)| (status.as_str(), *seq)),
-        );
-        let counted = if status == PENDING_PAYMENT {
-            &mut reserved
-        } else if is_sold(status) {
-            &mut sold
-        } else {
-            continue;
-        };
-        for line in lines {
-            *counted.entry(line.sku).or_default() += u64::from(line.quantity);
-        }
+        let sku: String = row.get(0)?;
+        let status: String = row.get(1)?;
+        let units: i64 = row.get(2)?;
+        let counted =
+            if status == OrderStatus::PendingPayment.as_str() { &mut reserved } else { &mut sold };
+        *counted.entry(sku).or_default() += units.unsigned_abs();
     }
     Ok((reserved, sold))
 }
@@ -913,17 +723,17 @@ async fn engine_status(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
     let services = state.services()?;
-    // The engine answers producers before it publishes a batch's counters; reading them after a
-    // query (which runs in a later batch) makes them cover every command submitted before.
-    let live_orders = crate::query(&services.engine, surge_engine::Engine::live_orders).await?;
+    let progress = crate::progress(&services.engine).await?;
     let stats = services.engine.stats();
     Ok(Json(json!({
         "role": "primary",
-        "sequence": stats.applied_sequence,
+        "sequence": progress.last_sequence.0,
         "durable_sequence": stats.durable_sequence,
+        "followed_sequence": stats.followed_sequence,
+        "projected_sequence": services.projected.through().0,
         "journal_bytes": stats.journal_bytes,
         "snapshot_sequence": stats.snapshot_sequence,
-        "live_orders": live_orders,
+        "live_orders": progress.live_orders,
         "queue_len": stats.queue_len,
         "queue_capacity": stats.queue_capacity,
         "replication": {"peer": null, "acked_sequence": null, "lag": null},
@@ -933,21 +743,6 @@ async fn engine_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn status(rows: &[(&'static str, Option<i64>)]) -> &'static str {
-        current_status(rows.iter().copied())
-    }
-
-    #[test]
-    fn the_status_rule() {
-        assert_eq!(status(&[]), PENDING_PAYMENT);
-        assert_eq!(status(&[("confirmed", Some(7))]), "confirmed");
-        // Recorded out of order: the sequence decides, not the insertion.
-        assert_eq!(status(&[("shipped", Some(9)), ("confirmed", Some(7))]), "shipped");
-        assert_eq!(status(&[("expired", Some(8)), ("refunded", None)]), REFUNDED);
-        assert_eq!(status(&[("refunded", None), ("expired", Some(8))]), REFUNDED);
-        assert_eq!(status(&[("pending_payment", Some(3))]), PENDING_PAYMENT);
-    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

@@ -5,6 +5,10 @@
 //! command: success commits the reservation, failure releases it. When success arrives after the
 //! reservation expired, the engine refuses the commit (the units may already be sold to someone
 //! else) and the payment is refunded: the order ends `refunded`, never sold twice.
+//!
+//! Charges and refunds are driven from durable state, never from a request: the projection of the
+//! journal says what is due ([`surge_orders_svc::Work`]), the [`Driver`] does it, and at start
+//! whatever the rows still show as due is driven again ([`due_work`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,14 +19,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use hmac::{Hmac, Mac};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use surge_engine::{Command, OrderId, OrderState, Outcome, Rejection, ReleaseReason, Timestamp};
+use surge_engine::{Command, OrderId, ReleaseReason, Timestamp};
+use surge_orders_svc::Work;
 
 use crate::error::ApiError;
-use crate::orders::{record_transition, state_name};
-use crate::{order_id_string, parse_order_id, AppState, Services};
+use crate::{order_id_string, parse_order_id, AppState};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/v1/payments/webhook", post(webhook))
@@ -128,7 +132,12 @@ async fn webhook(
     Ok(StatusCode::OK)
 }
 
-/// Verifies, deduplicates and applies one webhook event.
+/// Verifies and applies one webhook event: the payment's result becomes an engine command, and
+/// the answer leaves once that command is durable. Nothing else happens here: the projection reads
+/// the command's outcome from the journal and records the payment, the order's new status and any
+/// refund a late payment needs (`surge_orders_svc::project`). A repeated event is harmless by
+/// construction: the engine answers a second commit or release of the same order with a refusal
+/// that changes nothing, so no table of seen event ids is needed.
 pub async fn process_webhook(
     state: &Arc<AppState>,
     signature: Option<&str>,
@@ -140,180 +149,147 @@ pub async fn process_webhook(
     if event.id.is_empty() || event.id.len() > 255 {
         return Err(ApiError::validation("id: 1 to 255 characters"));
     }
-    let id = event.id.clone();
-    let seen = services
-        .db
-        .read(move |connection| {
-            Ok(connection
-                .query_row("SELECT 1 FROM webhook_events WHERE id = ?1", [&id], |_| Ok(()))
-                .optional()?
-                .is_some())
-        })
-        .await?;
-    if seen {
-        return Ok(());
-    }
-    let Some(order) = parse_order_id(&event.order_id) else {
-        return Err(ApiError::not_found("no such order"));
-    };
-    match event.kind.as_str() {
-        "payment.succeeded" => payment_succeeded(services, order).await?,
-        "payment.failed" => payment_failed(services, order).await?,
+    let order =
+        parse_order_id(&event.order_id).ok_or_else(|| ApiError::not_found("no such order"))?;
+    let command = match event.kind.as_str() {
+        "payment.succeeded" => Command::Commit { order },
+        "payment.failed" => Command::Release { order, reason: ReleaseReason::PaymentFailed },
         other => return Err(ApiError::validation(format!("type: unknown event type {other}"))),
+    };
+    // An order id is the sequence of its reservation: one the journal has not reached names no
+    // order (a live order id never exceeds the engine's sequence).
+    if order.0 > crate::last_sequence(&services.engine).await?.0 {
+        return Err(ApiError::not_found("no such order"));
     }
-    // Recorded after processing: a failure above lets the provider's retry run it again, and every
-    // step above is safe to repeat.
-    let id = event.id;
-    services
-        .db
-        .write(move |tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO webhook_events (id, received_at) VALUES (?1, ?2)",
-                params![id, crate::now_rfc3339()],
-            )?;
-            Ok(())
-        })
-        .await
-}
-
-async fn payment_succeeded(services: &Services, order: OrderId) -> Result<(), ApiError> {
-    let applied = crate::submit(&services.engine, Command::Commit { order }).await?;
-    match applied.outcome {
-        Outcome::Transitioned { state: OrderState::Confirmed, .. } => {
-            record_transition(&services.db, order, "confirmed", Some(applied.sequence.0)).await?;
-            set_payment_status(services, order, "captured").await?;
-        }
-        Outcome::Rejected(Rejection::Expired) => {
-            // The deadline passed before the money arrived: the units went back to the shelf.
-            record_transition(
-                &services.db,
-                order,
-                state_name(OrderState::Expired),
-                Some(applied.sequence.0),
-            )
-            .await?;
-            refund_late_payment(services, order).await?;
-        }
-        // A repeated success for an order already paid.
-        Outcome::Rejected(Rejection::AlreadyResolved { .. }) => {}
-        Outcome::Rejected(Rejection::UnknownOrder) => {
-            // Not live any more: paid and delivered (a repeat), or ended unpaid (expired, failed,
-            // cancelled), in which case this money must go back.
-            let status = crate::orders::load_order(&services.db, order)
-                .await?
-                .map(|o| o.status().to_owned());
-            match status.as_deref() {
-                None => return Err(ApiError::not_found("no such order")),
-                Some("confirmed" | "shipped" | "delivered" | "refunded") => {}
-                Some(_) => refund_late_payment(services, order).await?,
-            }
-        }
-        other => return Err(ApiError::internal(format!("unexpected commit outcome {other:?}"))),
-    }
+    crate::submit(&services.engine, command).await?;
     Ok(())
 }
 
-async fn payment_failed(services: &Services, order: OrderId) -> Result<(), ApiError> {
-    let release = Command::Release { order, reason: ReleaseReason::PaymentFailed };
-    let applied = crate::submit(&services.engine, release).await?;
-    match applied.outcome {
-        Outcome::Transitioned { state, .. }
-        | Outcome::Rejected(Rejection::AlreadyResolved { state }) => {
-            if state == OrderState::PaymentFailed {
-                record_transition(&services.db, order, state_name(state), Some(applied.sequence.0))
-                    .await?;
+/// The payment work the projection asks for, done against the provider. Every call carries the
+/// order id as the provider's idempotency key, so doing an item twice (after a restart, which
+/// drives again whatever is still due) never charges or refunds twice.
+#[derive(Debug)]
+pub struct Driver {
+    state: Arc<AppState>,
+    provider: Arc<dyn PaymentProvider>,
+    db: crate::db::Db,
+}
+
+impl Driver {
+    pub fn new(
+        state: Arc<AppState>,
+        provider: Arc<dyn PaymentProvider>,
+        db: crate::db::Db,
+    ) -> Driver {
+        Driver { state, provider, db }
+    }
+
+    /// Runs until the work channel closes (the projector stopped).
+    pub fn spawn(
+        self,
+        mut work: tokio::sync::mpsc::UnboundedReceiver<Work>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some(item) = work.recv().await {
+                self.run(item).await;
+            }
+        })
+    }
+
+    async fn run(&self, item: Work) {
+        match item {
+            Work::Charge { order, token, amount_cents, currency, expires_at } => {
+                let charge = Charge { order, token, amount_cents, currency, expires_at };
+                self.provider.charge(charge, WebhookSink { state: Arc::clone(&self.state) });
+            }
+            Work::Refund { order, amount_cents } => {
+                self.provider.refund(order, amount_cents);
+                // Sent: a restart need not send it again (it would be harmless, keyed by order).
+                let id = order.0.cast_signed();
+                let recorded = self
+                    .db
+                    .write(move |tx| {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO refunds_sent (order_id, at) VALUES (?1, ?2)",
+                            params![id, crate::now_rfc3339()],
+                        )?;
+                        Ok(())
+                    })
+                    .await;
+                if let Err(error) = recorded {
+                    tracing::error!(%error, order = order.0, "recording a sent refund failed; it is sent again at the next start");
+                }
             }
         }
-        Outcome::Rejected(Rejection::Expired) => {
-            record_transition(
-                &services.db,
-                order,
-                state_name(OrderState::Expired),
-                Some(applied.sequence.0),
-            )
-            .await?;
-        }
-        Outcome::Rejected(Rejection::UnknownOrder) => {}
-        other => return Err(ApiError::internal(format!("unexpected release outcome {other:?}"))),
-    }
-    set_payment_status(services, order, "failed").await
-}
-
-/// Marks the payment refunded and asks the provider for the money back, once per order. Returns
-/// whether this call did it.
-pub async fn refund(services: &Services, order: OrderId) -> Result<bool, ApiError> {
-    let id = i64::try_from(order.0).map_err(ApiError::internal)?;
-    let amount: Option<i64> = services
-        .db
-        .write(move |tx| {
-            let amount: Option<i64> = tx
-                .query_row(
-                    "SELECT amount_cents FROM payments WHERE order_id = ?1 AND status != 'refunded'",
-                    [id],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            tx.execute(
-                "UPDATE payments SET status = 'refunded', updated_at = ?2 WHERE order_id = ?1",
-                params![id, crate::now_rfc3339()],
-            )?;
-            Ok(amount)
-        })
-        .await?;
-    match amount {
-        Some(amount) => {
-            services.payments.refund(order, amount);
-            Ok(true)
-        }
-        None => Ok(false),
     }
 }
 
-/// A payment that arrived for an order that can no longer be sold: refund it and say so.
-async fn refund_late_payment(services: &Services, order: OrderId) -> Result<(), ApiError> {
-    refund(services, order).await?;
-    record_transition(&services.db, order, crate::orders::REFUNDED, None).await
-}
-
-async fn set_payment_status(
-    services: &Services,
-    order: OrderId,
-    status: &'static str,
-) -> Result<(), ApiError> {
-    let id = i64::try_from(order.0).map_err(ApiError::internal)?;
-    services
-        .db
-        .write(move |tx| {
-            tx.execute(
-                "UPDATE payments SET status = ?2, updated_at = ?3 WHERE order_id = ?1 AND status = 'pending'",
-                params![id, status, crate::now_rfc3339()],
-            )?;
-            Ok(())
-        })
-        .await
-}
-
-/// Starts the payment of a freshly reserved order.
-pub fn start(
-    state: &Arc<AppState>,
-    order: OrderId,
-    token: String,
-    amount_cents: i64,
-    currency: String,
-    expires_at: Timestamp,
-) {
-    let Ok(services) = state.services() else { return };
-    let charge = Charge { order, token, amount_cents, currency, expires_at };
-    services.payments.charge(charge, WebhookSink { state: Arc::clone(state) });
+/// The work still due according to the rows, driven again at start: charges of orders still
+/// `pending_payment` and refunds that are due and not recorded as sent.
+pub async fn due_work(db: &crate::db::Db) -> Result<Vec<Work>, ApiError> {
+    db.read(|connection| {
+        let mut work = Vec::new();
+        let mut statement = connection.prepare(
+            "SELECT o.id, p.token, p.amount_cents, p.currency, o.expires_at
+             FROM orders o JOIN payments p ON p.order_id = o.id
+             WHERE o.status = 'pending_payment' AND p.status = 'pending' ORDER BY o.id",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let expires_at: String = row.get(4)?;
+            work.push(Work::Charge {
+                order: OrderId(row.get::<_, i64>(0)?.unsigned_abs()),
+                token: row.get(1)?,
+                amount_cents: row.get(2)?,
+                currency: row.get(3)?,
+                expires_at: crate::time::parse_rfc3339(&expires_at)
+                    .ok_or_else(|| ApiError::internal(format!("bad expires_at {expires_at}")))?,
+            });
+        }
+        let mut statement = connection.prepare(
+            "SELECT p.order_id, p.amount_cents FROM payments p
+             WHERE p.status = 'refund_due'
+               AND NOT EXISTS (SELECT 1 FROM refunds_sent r WHERE r.order_id = p.order_id)
+             ORDER BY p.order_id",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            work.push(Work::Refund {
+                order: OrderId(row.get::<_, i64>(0)?.unsigned_abs()),
+                amount_cents: row.get(1)?,
+            });
+        }
+        Ok(work)
+    })
+    .await
 }
 
 /// The built-in provider. It decides by token, like a real provider's test cards:
 /// `tok_ok` succeeds, `tok_decline` (and any unknown token) fails, `tok_hang` never answers,
 /// `tok_late` succeeds just after the reservation expired.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Sandbox {
     pub secret: String,
     pub latency: Duration,
+    /// Orders whose charge is under way, like a real provider's idempotency keys: charging one of
+    /// them again does nothing. (Kept in memory: after a restart a charge is answered again, which
+    /// is what a provider does for a retried key.)
+    charging: Arc<std::sync::Mutex<std::collections::HashSet<OrderId>>>,
+    /// Charges started and refunds sent, per order, for tests that check nothing is done twice.
+    pub ledger: Arc<std::sync::Mutex<std::collections::BTreeMap<OrderId, Ledger>>>,
+}
+
+/// What the sandbox did for one order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ledger {
+    pub charges: u32,
+    pub refunds: u32,
+}
+
+impl Sandbox {
+    pub fn new(secret: String, latency: Duration) -> Sandbox {
+        Sandbox { secret, latency, charging: Arc::default(), ledger: Arc::default() }
+    }
 }
 
 /// Deliveries are retried like a real provider's, with growing pauses, this many times.
@@ -321,6 +297,10 @@ const DELIVERY_ATTEMPTS: u32 = 8;
 
 impl PaymentProvider for Sandbox {
     fn charge(&self, charge: Charge, webhook: WebhookSink) {
+        if !lock(&self.charging).insert(charge.order) {
+            return;
+        }
+        lock(&self.ledger).entry(charge.order).or_default().charges += 1;
         let kind = match charge.token.as_str() {
             "tok_ok" | "tok_late" => "payment.succeeded",
             "tok_hang" => return,
@@ -333,6 +313,7 @@ impl PaymentProvider for Sandbox {
             self.latency
         };
         let secret = self.secret.clone();
+        let charging = Arc::clone(&self.charging);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let event = WebhookEvent {
@@ -345,21 +326,37 @@ impl PaymentProvider for Sandbox {
             for attempt in 1..=DELIVERY_ATTEMPTS {
                 let signature = sign(&secret, crate::auth::unix_now(), &body);
                 match webhook.deliver(&signature, &body).await {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        lock(&charging).remove(&charge.order);
+                        return;
+                    }
                     Err(error) if attempt < DELIVERY_ATTEMPTS => {
                         tracing::debug!(%error, attempt, "sandbox webhook delivery failed; retrying");
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_secs(5));
                     }
-                    Err(error) => tracing::warn!(%error, "sandbox webhook delivery gave up"),
+                    Err(error) => {
+                        lock(&charging).remove(&charge.order);
+                        tracing::warn!(%error, "sandbox webhook delivery gave up");
+                    }
                 }
             }
         });
     }
 
     fn refund(&self, order: OrderId, amount_cents: i64) {
-        tracing::info!(order = %order_id_string(order), amount_cents, "sandbox refund");
+        // Keyed by the order: a second request for the same refund is answered, not repeated.
+        let mut ledger = lock(&self.ledger);
+        let entry = ledger.entry(order).or_default();
+        if entry.refunds == 0 {
+            entry.refunds = 1;
+            tracing::info!(order = %order_id_string(order), amount_cents, "sandbox refund");
+        }
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
-//! Forgetting what is only kept for a while: idempotency records (API.md: "kept at least 24 h")
-//! and the ids of processed payment webhooks (kept so a provider's redelivery is answered without
-//! being applied twice; providers retry for up to a few days).
+//! Forgetting what is only kept for a while: the checkout answers stored under idempotency keys
+//! (API.md: "kept at least 24 h").
 //!
-//! A sweeper task deletes rows older than their retention every [`SWEEP_INTERVAL`], in chunks of
-//! [`CHUNK_ROWS`] rows per transaction so a large backlog never holds the single SQLite writer for
-//! long. Times are compared as RFC 3339 text, which orders like the instants it names because every
-//! stored time has the same fixed-width UTC form (`time::rfc3339`).
+//! A sweeper task deletes the answers older than [`IDEMPOTENCY_RETENTION`] every
+//! [`SWEEP_INTERVAL`], oldest first, in chunks of [`CHUNK_ROWS`] rows per transaction so a large
+//! backlog never holds the single SQLite writer for long. Rows are keyed by the sequence of their
+//! reservation, whose stamps only grow, so the oldest rows are the lowest keys and a sweep looks
+//! at no more rows than it deletes (plus one chunk).
+//!
+//! The in-memory key index drops its entries after the same retention ([`crate::keys`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,70 +17,42 @@ use crate::db::Db;
 use crate::error::ApiError;
 
 /// How long an idempotency record replays its answer: API.md promises at least 24 h.
-pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
-/// How long a processed webhook's id is remembered.
-pub const WEBHOOK_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const IDEMPOTENCY_RETENTION: Duration = crate::keys::KEY_RETENTION;
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 const CHUNK_ROWS: usize = 5_000;
 
 /// Rows deleted by one sweep.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Swept {
-    pub idempotency: usize,
-    pub webhook_events: usize,
+    pub checkout_answers: usize,
 }
 
-/// Deletes the rows that were older than their retention at `now`.
+/// Deletes the answers that were older than their retention at `now`.
 pub async fn sweep(db: &Db, now: SystemTime) -> Result<Swept, ApiError> {
-    Ok(Swept {
-        idempotency: sweep_table(
-            db,
-            "idempotency",
-            "created_at",
-            cutoff(now, IDEMPOTENCY_RETENTION),
-        )
-        .await?,
-        webhook_events: sweep_table(
-            db,
-            "webhook_events",
-            "received_at",
-            cutoff(now, WEBHOOK_RETENTION),
-        )
-        .await?,
-    })
-}
-
-/// The RFC 3339 time `retention` before `now`: rows stamped before it go.
-fn cutoff(now: SystemTime, retention: Duration) -> String {
-    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default().saturating_sub(retention);
-    crate::time::rfc3339(surge_engine::Timestamp(
-        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX),
-    ))
-}
-
-async fn sweep_table(
-    db: &Db,
-    table: &'static str,
-    column: &'static str,
-    cutoff: String,
-) -> Result<usize, ApiError> {
+    let cutoff = cutoff_ns(now, IDEMPOTENCY_RETENTION);
     let mut total = 0;
     loop {
-        let cutoff = cutoff.clone();
         let deleted = db
             .write(move |tx| {
-                let sql = format!(
-                    "DELETE FROM {table} WHERE rowid IN
-                     (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT ?2)"
-                );
-                Ok(tx.execute(&sql, params![cutoff, CHUNK_ROWS])?)
+                Ok(tx.execute(
+                    "DELETE FROM checkout_answers WHERE seq IN (
+                         SELECT seq FROM (SELECT seq, at FROM checkout_answers ORDER BY seq LIMIT ?2)
+                         WHERE at < ?1)",
+                    params![cutoff, CHUNK_ROWS],
+                )?)
             })
             .await?;
         total += deleted;
         if deleted < CHUNK_ROWS {
-            return Ok(total);
+            return Ok(Swept { checkout_answers: total });
         }
     }
+}
+
+/// The engine time (ns since the epoch) `retention` before `now`: rows stamped before it go.
+fn cutoff_ns(now: SystemTime, retention: Duration) -> i64 {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default().saturating_sub(retention);
+    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// Sweeps now and then every [`SWEEP_INTERVAL`], for as long as the runtime lives.
@@ -100,18 +74,16 @@ pub fn spawn_sweeper(db: Db) -> tokio::task::JoinHandle<()> {
 mod tests {
     use super::*;
 
-    async fn insert(db: &Db, key: &str, created_at: String) {
-        let key = key.to_owned();
+    /// Answers with sequences in stamp order, as the journal writes them.
+    async fn insert(db: &Db, rows: Vec<(String, i64)>) {
         db.write(move |tx| {
-            tx.execute(
-                "INSERT INTO idempotency (user_id, key, request_hash, status, response, created_at)
-                 VALUES (1, ?1, 'h', 201, '{}', ?2)",
-                params![key, created_at],
+            let mut insert = tx.prepare(
+                "INSERT INTO checkout_answers (seq, user_id, key, request_hash, outcome, at)
+                 VALUES (?1, 1, ?2, x'00', 'out_of_stock', ?3)",
             )?;
-            tx.execute(
-                "INSERT INTO webhook_events (id, received_at) VALUES (?1, ?2)",
-                params![key, created_at],
-            )?;
+            for (index, (key, at)) in rows.into_iter().enumerate() {
+                insert.execute(params![index as i64 + 1, key, at])?;
+            }
             Ok(())
         })
         .await
@@ -120,7 +92,8 @@ mod tests {
 
     async fn keys(db: &Db) -> Vec<String> {
         db.read(|connection| {
-            let mut statement = connection.prepare("SELECT key FROM idempotency ORDER BY key")?;
+            let mut statement =
+                connection.prepare("SELECT key FROM checkout_answers ORDER BY key")?;
             let keys = statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
             Ok(keys)
         })
@@ -129,17 +102,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn records_go_after_their_retention_and_not_before() {
+    async fn answers_go_after_their_retention_and_not_before() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("surge.db")).unwrap();
         let now = SystemTime::now();
         let hour = Duration::from_secs(3600);
-        insert(&db, "fresh", cutoff(now, hour)).await;
-        insert(&db, "day-minus", cutoff(now, 24 * hour - Duration::from_secs(1))).await;
-        insert(&db, "day-plus", cutoff(now, 24 * hour + Duration::from_secs(1))).await;
-        insert(&db, "week-plus", cutoff(now, 8 * 24 * hour)).await;
-        let swept = sweep(&db, now).await.unwrap();
-        assert_eq!(swept, Swept { idempotency: 2, webhook_events: 1 });
+        insert(
+            &db,
+            vec![
+                ("week-plus".to_owned(), cutoff_ns(now, 8 * 24 * hour)),
+                ("day-plus".to_owned(), cutoff_ns(now, 24 * hour + Duration::from_secs(1))),
+                ("day-minus".to_owned(), cutoff_ns(now, 24 * hour - Duration::from_secs(1))),
+                ("fresh".to_owned(), cutoff_ns(now, hour)),
+            ],
+        )
+        .await;
+        assert_eq!(sweep(&db, now).await.unwrap(), Swept { checkout_answers: 2 });
         assert_eq!(keys(&db).await, ["day-minus", "fresh"]);
         assert_eq!(sweep(&db, now).await.unwrap(), Swept::default(), "nothing left to sweep");
     }
@@ -149,21 +127,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("surge.db")).unwrap();
         let now = SystemTime::now();
-        let old = cutoff(now, Duration::from_secs(30 * 24 * 3600));
+        let old = cutoff_ns(now, Duration::from_secs(30 * 24 * 3600));
         let rows = CHUNK_ROWS * 2 + 7;
-        db.write(move |tx| {
-            let mut insert = tx.prepare(
-                "INSERT INTO idempotency (user_id, key, request_hash, status, response, created_at)
-                 VALUES (1, ?1, 'h', 201, '{}', ?2)",
-            )?;
-            for index in 0..rows {
-                insert.execute(params![format!("k{index}"), old])?;
-            }
-            Ok(())
-        })
-        .await
-        .unwrap();
-        assert_eq!(sweep(&db, now).await.unwrap().idempotency, rows);
+        insert(&db, (0..rows).map(|index| (format!("k{index}"), old)).collect()).await;
+        assert_eq!(sweep(&db, now).await.unwrap().checkout_answers, rows);
         assert!(keys(&db).await.is_empty());
     }
 }

@@ -32,8 +32,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::{json, Map, Value};
 use surge_catalog_svc::{EventError, EventSource};
-use surge_engine::{Event, Sequence, SkuId, WarehouseId};
-use surge_pipeline::EventBatch;
+use surge_engine::{Sequence, SkuId, WarehouseId};
 use surge_pipeline::Handle;
 use surge_search_svc::{ProductDoc, SearchError, SearchIndex, SearchQuery, Sort};
 
@@ -99,31 +98,10 @@ pub struct StockUpdate {
     pub in_stock: bool,
 }
 
-/// The channel from the order event recorder to the feeder. Unbounded: the recorder must never
-/// wait on search, and the feeder drains it continuously (updates are a few bytes each).
+/// The channel from the projector to the feeder. Unbounded: the projector must never wait on
+/// search, and the feeder drains it continuously (updates are a few bytes each).
 pub fn stock_channel() -> (Sender<Vec<StockUpdate>>, Receiver<Vec<StockUpdate>>) {
     crossbeam_channel::unbounded()
-}
-
-/// The hook for [`crate::order_events::spawn`]: forwards a batch's availability changes. The feeder
-/// stops once this hook (and so the sender) is dropped, which happens when the pipeline stops.
-pub fn forward_stock(sender: Sender<Vec<StockUpdate>>) -> impl FnMut(&EventBatch) + Send + 'static {
-    move |batch| {
-        let updates: Vec<StockUpdate> = batch
-            .events
-            .iter()
-            .filter_map(|(sequence, event)| match *event {
-                Event::StockAvailability { sku, warehouse, in_stock } => {
-                    Some(StockUpdate { sequence: *sequence, sku, warehouse, in_stock })
-                }
-                _ => None,
-            })
-            .collect();
-        if !updates.is_empty() {
-            // A stopped feeder is not an error of the recorder.
-            let _ = sender.send(updates);
-        }
-    }
 }
 
 /// The warehouses where each SKU has units available; SKUs without any are absent.
@@ -136,15 +114,23 @@ impl Availability {
     /// Reads every given SKU's cells from `engine` (on its thread, so consistently) and returns
     /// them with the engine sequence they reflect.
     pub fn of_engine(engine: &surge_engine::Engine, skus: &[u32]) -> (Sequence, Availability) {
+        let cells = skus.iter().map(|&sku| (SkuId(sku), engine.stock_by_warehouse(SkuId(sku))));
+        (engine.last_sequence(), Availability::of_cells(cells))
+    }
+
+    /// From each SKU's stock cells.
+    pub fn of_cells(
+        cells: impl IntoIterator<Item = (SkuId, Vec<(WarehouseId, surge_engine::StockLevel)>)>,
+    ) -> Availability {
         let mut availability = Availability::default();
-        for sku in skus {
-            for (warehouse, level) in engine.stock_by_warehouse(SkuId(*sku)) {
+        for (sku, cells) in cells {
+            for (warehouse, level) in cells {
                 if level.available() > 0 {
-                    availability.warehouses.entry(*sku).or_default().insert(warehouse.0);
+                    availability.warehouses.entry(sku.0).or_default().insert(warehouse.0);
                 }
             }
         }
-        (engine.last_sequence(), availability)
+        availability
     }
 
     /// Applies one change; `true` when it changed anything.
@@ -470,10 +456,12 @@ pub async fn start_feeder(
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (stock_through, availability) =
-        crate::query(engine, move |engine| Availability::of_engine(engine, &skus))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The sequence first, then the stock: events after the sequence are applied on top, and
+    // applying one whose change the stock already shows is harmless (availability is a set).
+    let stock_through = crate::last_sequence(engine).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ids: Vec<SkuId> = skus.iter().copied().map(SkuId).collect();
+    let cells = crate::stock_cells(engine, &ids).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let availability = Availability::of_cells(ids.iter().copied().zip(cells));
     let mut feeder = Feeder {
         index: Arc::clone(&search.index),
         events: Box::new(SqliteOutbox::open(db_path)?),

@@ -7,14 +7,13 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use serde_json::Value;
-use surge_engine::{Limits, Sequence};
+use surge_engine::Limits;
 use surge_journal::MemStorage;
 use surge_pipeline::{Pipeline, PipelineConfig, SystemClock};
 use tower::ServiceExt as _;
 
-use crate::auth::{RateLimiter, Tokens};
-use crate::catalog::Registry;
-use crate::db::Db;
+use crate::auth::Tokens;
+use crate::startup::{Paths, Running};
 use crate::{app, AppState, Config, Services};
 
 /// The payment webhook secret of every test app.
@@ -23,12 +22,15 @@ pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
 /// The admin token of every test app.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-/// A running gateway with an in-memory journal and a SQLite file in a temporary directory.
+/// A running gateway with an in-memory journal and a SQLite file in a temporary directory, wired
+/// by [`crate::startup::start`] exactly as `surge serve` wires it.
 #[derive(Debug)]
 pub struct TestApp {
     pub router: Router,
     pub state: Arc<AppState>,
-    pub pipeline: Option<Pipeline>,
+    pub running: Option<Running>,
+    /// The journal, shared with the pipeline, so a test can restart on it.
+    pub journal: MemStorage,
     pub dir: tempfile::TempDir,
 }
 
@@ -36,6 +38,12 @@ impl TestApp {
     /// Starts a gateway with `config` (rate limits off unless the config sets them).
     pub async fn start(config: Config) -> TestApp {
         let dir = tempfile::tempdir().expect("temporary directory");
+        TestApp::start_in(config, dir, MemStorage::new()).await
+    }
+
+    /// Starts a gateway on an existing directory and journal: a restart after [`TestApp::stop`]
+    /// or a crash.
+    pub async fn start_in(config: Config, dir: tempfile::TempDir, journal: MemStorage) -> TestApp {
         let pipeline_config = PipelineConfig {
             limits: Limits {
                 orders_max: 1 << 14,
@@ -44,53 +52,49 @@ impl TestApp {
             },
             snapshot_every: 0,
             tick_interval: Duration::from_millis(10),
-            publish_events: true,
             ..PipelineConfig::default()
         };
-        let (mut pipeline, _) = Pipeline::start(
-            pipeline_config,
-            MemStorage::new(),
-            MemStorage::new(),
-            SystemClock,
-            Arc::new(|error| panic!("journal failed in a test: {error}")),
-        )
-        .expect("pipeline starts");
-        let db = Db::open(&dir.path().join("surge.db")).expect("database opens");
-        let events = pipeline.take_events().expect("events");
-        let (stock, stock_updates) = crate::search::stock_channel();
-        let runtime = tokio::runtime::Handle::current();
-        let on_batch = crate::search::forward_stock(stock);
-        let (_, recorded) =
-            crate::order_events::spawn(db.clone(), events, runtime, Sequence(0), on_batch);
-        let catalog = Registry::load(&db).await.expect("registry loads");
-        let search = crate::search::Search::open(dir.path()).expect("search index opens");
-        let db_path = dir.path().join("surge.db");
-        let engine = pipeline.handle();
-        crate::search::start_feeder(&search, &db, &db_path, &engine, stock_updates)
-            .await
-            .expect("search feeder starts");
         let tokens =
             Tokens::load(dir.path(), Some(ADMIN_TOKEN.to_owned()), Duration::from_secs(3600))
                 .expect("tokens");
-        let config = Config { webhook_secret: WEBHOOK_SECRET.to_owned(), ..config };
-        let services = Services {
-            rate_limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
-            config,
-            db,
-            engine: pipeline.handle(),
-            tokens,
-            catalog,
-            checkout: crate::checkout::InFlight::default(),
-            payments: Arc::new(crate::payments::Sandbox {
-                secret: WEBHOOK_SECRET.to_owned(),
-                latency: Duration::from_millis(5),
-            }),
-            search,
-            recorded,
+        let config = Config {
+            webhook_secret: WEBHOOK_SECRET.to_owned(),
+            payment_latency: Duration::from_millis(5),
+            ..config
         };
+        let paths =
+            Paths { database: dir.path().join("surge.db"), search_dir: dir.path().to_owned() };
         let state = Arc::new(AppState::default());
-        state.set_ready(Arc::new(services));
-        TestApp { router: app(Arc::clone(&state)), state, pipeline: Some(pipeline), dir }
+        let pipeline_journal = journal.clone();
+        let running =
+            crate::startup::start(&state, config, tokens, paths, pipeline_config, move |config| {
+                Pipeline::start(
+                    config,
+                    pipeline_journal,
+                    MemStorage::new(),
+                    SystemClock,
+                    Arc::new(|error| panic!("journal failed in a test: {error}")),
+                )
+            })
+            .await
+            .expect("the gateway starts");
+        state.set_ready(Arc::clone(&running.services));
+        TestApp { router: app(Arc::clone(&state)), state, running: Some(running), journal, dir }
+    }
+
+    /// Stops the gateway cleanly and hands back its directory and journal for a restart.
+    pub async fn stop(mut self) -> (tempfile::TempDir, MemStorage) {
+        if let Some(running) = self.running.take() {
+            tokio::task::spawn_blocking(move || running.stop()).await.expect("stops");
+        }
+        let dir =
+            std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temporary directory"));
+        (dir, self.journal.clone())
+    }
+
+    /// The services of the running gateway.
+    pub fn services(&self) -> &Services {
+        self.state.services().expect("the test app is ready")
     }
 
     /// A config with rate limiting off and a short reservation window.
@@ -153,8 +157,8 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(pipeline) = self.pipeline.take() {
-            pipeline.shutdown();
+        if let Some(running) = self.running.take() {
+            running.stop();
         }
     }
 }

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The one RFC 3339 renderer, shared with the journal tools and the order projection.
+pub use surge_engine::time::{parse_rfc3339, rfc3339};
 use surge_engine::Timestamp;
-/// The one RFC 3339 renderer, shared with the journal tools (`surge journal inspect`).
-pub use surge_journal_tools::rfc3339;
 
 /// Now, as nanoseconds since the Unix epoch (the engine's timestamp unit).
 pub fn now() -> Timestamp {

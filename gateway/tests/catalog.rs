@@ -382,9 +382,7 @@ async fn buyer_limits_are_set_and_lifted() {
     let sku = services.catalog.sku("L-1").unwrap().id;
     let engine_limit = |engine: &surge_pipeline::Handle| {
         let engine = engine.clone();
-        async move {
-            surge_gateway::query(&engine, move |engine| engine.buyer_limit(sku)).await.unwrap()
-        }
+        async move { surge_gateway::stock_of(&engine, &[sku]).await.unwrap()[0].buyer_limit }
     };
     assert_eq!(engine_limit(&services.engine).await, Some(2));
     let (_, stock) = app.call(Method::GET, "/v1/skus/L-1/stock", Some(&seller), None).await;

@@ -1,8 +1,9 @@
 //! Orders over HTTP: listing and detail, cancel, ship and deliver with their permissions, the
 //! seller's views, reconciliation and the engine status.
 //!
-//! The checkout is built elsewhere, so these tests make orders the way it will: a `Reserve` through
-//! the engine, then the `orders` and `order_skus` rows written directly.
+//! Orders are made as the checkout makes them: a `Reserve` through the engine carrying its
+//! checkout record, which the projector turns into the order's rows (with a deadline of the
+//! test's choosing, so expiry can be tested without waiting for the reservation window).
 
 use std::time::{Duration, Instant};
 
@@ -10,14 +11,15 @@ use axum::http::{Method, StatusCode};
 use rusqlite::params;
 use serde_json::{json, Value};
 use surge_engine::{
-    BuyerId, Command, Expiry, LineRequest, LineRequests, OrderId, Outcome, SkuId, StockLevel,
-    Timestamp, WarehouseChoices, WarehouseId,
+    BuyerId, Command, Expiry, LineRequest, LineRequests, OrderId, Outcome, Query, SkuId,
+    StockLevel, Timestamp, WarehouseChoices, WarehouseId,
 };
-use surge_gateway::orders::record_transition;
 use surge_gateway::testing::{TestApp, ADMIN_TOKEN};
 use surge_gateway::{order_id_string, submit};
+use surge_orders_svc::{CheckoutRecord, RecordLine, Shipping};
 
-const WAREHOUSE: WarehouseId = WarehouseId(0);
+/// The warehouse every test SKU is stocked in: the first one registered, `w1`.
+const WAREHOUSE: WarehouseId = WarehouseId(1);
 
 /// A signed-in user: numeric id and token.
 struct User {
@@ -33,6 +35,10 @@ async fn user(app: &TestApp, role: &str) -> User {
 /// A product of `seller` with one SKU per `(sku, price_cents)`, and `on_hand` units of each in the
 /// test warehouse. Returns the engine ids in the same order.
 async fn catalog(app: &TestApp, seller: &User, skus: &[(&str, i64)], on_hand: u32) -> Vec<SkuId> {
+    let body = json!({"name": "w1", "postal_code": "10115", "serves": [{"postal_prefix": "", "eta_days": 1}]});
+    let (status, answer) =
+        app.call(Method::PUT, "/v1/warehouses/w1", Some(ADMIN_TOKEN), Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
     let services = app.state.services().unwrap();
     let seller_id = seller.id;
     let skus_owned: Vec<(String, i64)> = skus.iter().map(|(s, p)| ((*s).to_owned(), *p)).collect();
@@ -78,66 +84,52 @@ struct Line {
     quantity: u32,
 }
 
-/// Reserves `lines` for `buyer` in the engine (expiring after `ttl`) and writes the order's rows
-/// like the checkout does.
+/// Reserves `lines` for `buyer` (expiring after `ttl`) the way the checkout does: one `Reserve`
+/// with its checkout record attached. The projector writes the order's rows behind it.
 async fn place_with_ttl(app: &TestApp, buyer: &User, lines: &[Line], ttl: Duration) -> OrderId {
     let services = app.state.services().unwrap();
     let requests: Vec<LineRequest> =
         lines.iter().map(|l| LineRequest { sku: l.id, quantity: l.quantity }).collect();
     let expires_at =
         Timestamp(surge_gateway::time::now().0 + u64::try_from(ttl.as_nanos()).unwrap());
-    let applied = submit(
-        &services.engine,
-        Command::Reserve {
-            buyer: BuyerId(buyer.id.unsigned_abs()),
-            expiry: Expiry::At(expires_at),
-            cart: None,
-            lines: LineRequests::from_slice(&requests).unwrap(),
-            warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).unwrap(),
+    let record = CheckoutRecord {
+        idempotency_key: format!("test-{}", expires_at.0),
+        request_hash: [0; 16],
+        currency: "USD".to_owned(),
+        total_cents: lines.iter().map(|l| l.price * i64::from(l.quantity)).sum(),
+        lines: lines
+            .iter()
+            .map(|l| RecordLine {
+                sku: l.sku.to_owned(),
+                unit_price_cents: l.price,
+                seller_id: l.seller,
+            })
+            .collect(),
+        shipping: Shipping {
+            name: "Ann".to_owned(),
+            line1: "Main St 1".to_owned(),
+            city: "Berlin".to_owned(),
+            postal_code: "10115".to_owned(),
         },
-    )
-    .await
-    .unwrap();
+        payment_token: "tok_hang".to_owned(),
+    };
+    let command = Command::Reserve {
+        buyer: BuyerId(buyer.id.unsigned_abs()),
+        expiry: Expiry::At(expires_at),
+        cart: None,
+        lines: LineRequests::from_slice(&requests).unwrap(),
+        warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).unwrap(),
+    };
+    let applied = services
+        .engine
+        .try_submit_with(command, record.to_bytes())
+        .unwrap()
+        .outcome()
+        .await
+        .unwrap();
     let Outcome::Reserved { order, .. } = applied.outcome else {
         panic!("reservation refused: {applied:?}");
     };
-    let json_lines: Vec<Value> = lines
-        .iter()
-        .map(|l| json!({"sku": l.sku, "quantity": l.quantity, "unit_price_cents": l.price, "warehouse": "w0"}))
-        .collect();
-    let total: i64 = lines.iter().map(|l| l.price * i64::from(l.quantity)).sum();
-    let rows: Vec<(String, i64, u32)> =
-        lines.iter().map(|l| (l.sku.to_owned(), l.seller, l.quantity)).collect();
-    let (buyer_id, created_at) = (buyer.id, surge_gateway::now_rfc3339());
-    let expires = surge_gateway::time::rfc3339(expires_at);
-    services
-        .db
-        .write(move |tx| {
-            let id = i64::try_from(order.0).unwrap();
-            tx.execute(
-                "INSERT INTO orders (id, buyer_id, created_at, expires_at, total_cents, currency,
-                 lines, shipping, payment_token) VALUES (?1, ?2, ?3, ?4, ?5, 'USD', ?6, ?7, 'tok_ok')",
-                params![
-                    id,
-                    buyer_id,
-                    created_at,
-                    expires,
-                    total,
-                    Value::from(json_lines).to_string(),
-                    json!({"name": "Ann", "line1": "Main St 1", "city": "Berlin", "postal_code": "10115"})
-                        .to_string()
-                ],
-            )?;
-            for (sku, seller, quantity) in rows {
-                tx.execute(
-                    "INSERT INTO order_skus (order_id, sku, seller_id, quantity) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, sku, seller, quantity],
-                )?;
-            }
-            Ok(())
-        })
-        .await
-        .unwrap();
     order
 }
 
@@ -145,25 +137,32 @@ async fn place(app: &TestApp, buyer: &User, lines: &[Line]) -> OrderId {
     place_with_ttl(app, buyer, lines, Duration::from_secs(600)).await
 }
 
-/// Commits the order in the engine and records `confirmed`, as the payment module will.
+/// Commits the order in the engine, as a payment webhook does (the projection records it).
 async fn pay(app: &TestApp, order: OrderId) {
     let services = app.state.services().unwrap();
     let applied = submit(&services.engine, Command::Commit { order }).await.unwrap();
     assert!(matches!(applied.outcome, Outcome::Transitioned { .. }), "{applied:?}");
-    record_transition(&services.db, order, "confirmed", Some(applied.sequence.0)).await.unwrap();
 }
 
 /// The engine's counters of a SKU in the test warehouse.
 async fn stock(app: &TestApp, sku: SkuId) -> StockLevel {
     let engine = &app.state.services().unwrap().engine;
-    surge_gateway::query(engine, move |engine| engine.stock(sku, WAREHOUSE).unwrap()).await.unwrap()
+    let cells = surge_gateway::stock_cells(engine, &[sku]).await.unwrap();
+    cells[0].iter().find(|(warehouse, _)| *warehouse == WAREHOUSE).unwrap().1
+}
+
+/// Whether the engine still holds `order`.
+async fn live(app: &TestApp, order: OrderId) -> bool {
+    let engine = &app.state.services().unwrap().engine;
+    let answer = surge_gateway::query(engine, Query::orders(vec![order])).await.unwrap();
+    let Query::Orders(orders) = answer else { panic!("{answer:?}") };
+    orders.states()[0].is_some()
 }
 
 /// Polls until the engine has retired `order` (expired it, here), checking every millisecond.
 async fn until_retired(app: &TestApp, order: OrderId) {
-    let engine = &app.state.services().unwrap().engine;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while surge_gateway::query(engine, move |engine| engine.order(order).is_some()).await.unwrap() {
+    while live(app, order).await {
         assert!(Instant::now() < deadline, "the engine never retired the order");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -219,7 +218,7 @@ async fn buyers_list_their_orders_newest_first_in_stable_pages() {
     assert_eq!(order["total_cents"], 3 * 1250);
     assert_eq!(
         order["lines"],
-        json!([{"sku": "mug", "quantity": 3, "unit_price_cents": 1250, "warehouse": "w0"}])
+        json!([{"sku": "mug", "quantity": 3, "unit_price_cents": 1250, "warehouse": "w1"}])
     );
     assert_eq!(statuses(&order), ["pending_payment"]);
     assert_eq!(order["shipping"]["city"], "Berlin");
@@ -334,7 +333,7 @@ async fn a_pending_cancel_that_finds_the_order_paid_cancels_the_sale() {
         &[Line { sku: "pen", id: ids[0], seller: seller.id, price: 300, quantity: 1 }],
     )
     .await;
-    // Paid in the engine, but the payment's transition row is not written yet.
+    // Paid in the engine; the rows the cancel reads may not show it yet.
     let services = app.state.services().unwrap();
     submit(&services.engine, Command::Commit { order }).await.unwrap();
     let (status, cancelled) =
@@ -369,7 +368,7 @@ async fn a_read_shows_the_expiry_the_engine_just_made() {
     let line = Line { sku: "cap", id: ids[0], seller: seller.id, price: 700, quantity: 1 };
     let order = place_with_ttl(&app, &buyer, &[line], Duration::from_millis(50)).await;
     until_retired(&app, order).await;
-    // The engine has retired the order; its row is written behind by the event recorder. The read
+    // The engine has retired the order; its row is written behind by the projector. The read
     // waits for it instead of answering `pending_payment`.
     let (status, detail) = app.call(Method::GET, &path(order, ""), Some(&buyer.token), None).await;
     assert_eq!(status, StatusCode::OK, "{detail}");
@@ -380,9 +379,10 @@ async fn a_read_shows_the_expiry_the_engine_just_made() {
 }
 
 #[tokio::test]
-async fn the_stored_watermark_follows_commands_without_transitions() {
-    // A start replays from the newest snapshot at or before this watermark: if only transitions
-    // moved it, a catalog that only ever set stock would be replayed from zero at every start.
+async fn the_stored_watermark_follows_commands_without_orders() {
+    // A start projects the journal from this watermark (and restores the follower from a snapshot
+    // at or before it): if only order commands moved it, a catalog that only ever set stock would
+    // be read from the start of the journal at every start.
     let app = TestApp::start(TestApp::config()).await;
     let seller = user(&app, "seller").await;
     catalog(&app, &seller, &[("lamp", 1500)], 4).await;
@@ -391,7 +391,7 @@ async fn the_stored_watermark_follows_commands_without_transitions() {
     let applied = submit(&services.engine, command).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let stored = surge_gateway::order_events::watermark(&services.db).await.unwrap();
+        let stored = surge_gateway::projector::watermark(&services.db).await.unwrap();
         if stored >= applied.sequence {
             break;
         }
@@ -401,34 +401,57 @@ async fn the_stored_watermark_follows_commands_without_transitions() {
 }
 
 #[tokio::test]
-async fn reservations_a_crash_left_without_an_order_row_are_released() {
+async fn a_reservation_is_its_order_whether_or_not_anyone_waits_for_it() {
     let app = TestApp::start(TestApp::config()).await;
     let seller = user(&app, "seller").await;
     let buyer = user(&app, "buyer").await;
     let ids = catalog(&app, &seller, &[("mug", 500)], 10).await;
-    let line = Line { sku: "mug", id: ids[0], seller: seller.id, price: 500, quantity: 2 };
-    let kept = place(&app, &buyer, std::slice::from_ref(&line)).await;
-    // What a crash between the engine's `Reserved` and the order row leaves: a reservation only.
     let services = app.state.services().unwrap();
-    let requests = [LineRequest { sku: ids[0], quantity: 3 }];
-    let orphan = Command::Reserve {
+    // A reservation submitted with its record, whose submitter goes away at once.
+    let record = CheckoutRecord {
+        idempotency_key: "gone".to_owned(),
+        request_hash: [1; 16],
+        currency: "USD".to_owned(),
+        total_cents: 1000,
+        lines: vec![RecordLine {
+            sku: "mug".to_owned(),
+            unit_price_cents: 500,
+            seller_id: seller.id,
+        }],
+        shipping: Shipping {
+            name: "Ann".to_owned(),
+            line1: "Main St 1".to_owned(),
+            city: "Berlin".to_owned(),
+            postal_code: "10115".to_owned(),
+        },
+        payment_token: "tok_hang".to_owned(),
+    };
+    let requests = [LineRequest { sku: ids[0], quantity: 2 }];
+    let command = Command::Reserve {
         buyer: BuyerId(buyer.id.unsigned_abs()),
         expiry: Expiry::After { ttl_ns: 600_000_000_000 },
         cart: None,
         lines: LineRequests::from_slice(&requests).unwrap(),
         warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).unwrap(),
     };
-    let applied = submit(&services.engine, orphan).await.unwrap();
-    let Outcome::Reserved { order: orphan, .. } = applied.outcome else { panic!("{applied:?}") };
+    drop(services.engine.try_submit_with(command, record.to_bytes()).unwrap());
+    // A reservation without a record (an operator's tool) reserves, and makes no order.
+    let requests = [LineRequest { sku: ids[0], quantity: 3 }];
+    let bare = Command::Reserve {
+        buyer: BuyerId(buyer.id.unsigned_abs()),
+        expiry: Expiry::After { ttl_ns: 600_000_000_000 },
+        cart: None,
+        lines: LineRequests::from_slice(&requests).unwrap(),
+        warehouses: WarehouseChoices::from_slice(&[WAREHOUSE]).unwrap(),
+    };
+    submit(&services.engine, bare).await.unwrap();
+    let (status, page) = app.call(Method::GET, "/v1/orders", Some(&buyer.token), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let orders = page["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 1, "{page}");
+    assert_eq!(orders[0]["status"], "pending_payment");
+    assert_eq!(orders[0]["total_cents"], 1000);
     assert_eq!(stock(&app, ids[0]).await.reserved, 5);
-
-    assert_eq!(surge_gateway::orders::release_orphans(services).await.unwrap(), 1);
-    assert_eq!(stock(&app, ids[0]).await.reserved, 2, "only the stored order holds units");
-    let live =
-        |id| surge_gateway::query(&services.engine, move |engine| engine.order(id).is_some());
-    assert!(!live(orphan).await.unwrap());
-    assert!(live(kept).await.unwrap());
-    assert_eq!(surge_gateway::orders::release_orphans(services).await.unwrap(), 0, "once only");
 }
 
 #[tokio::test]
@@ -588,9 +611,17 @@ async fn reconciliation_agrees_until_a_record_is_broken() {
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report, json!({"ok": true, "checked_skus": 3, "mismatches": []}));
 
-    // The record claims the shipped order was cancelled, which the engine never did.
+    // The rows claim the shipped order was cancelled, which the engine never did.
     let services = app.state.services().unwrap();
-    record_transition(&services.db, shipped, "cancelled", Some(u64::MAX >> 1)).await.unwrap();
+    let id = i64::try_from(shipped.0).unwrap();
+    services
+        .db
+        .write(move |tx| {
+            tx.execute("UPDATE orders SET status = 'cancelled' WHERE id = ?1", [id])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
     let (_, report) =
         app.call(Method::GET, "/v1/admin/reconciliation", Some(ADMIN_TOKEN), None).await;
     assert_eq!(report["ok"], false);

@@ -4,6 +4,9 @@
 //! - [`Sequencer`] numbers and time-stamps commands and writes each batch to the journal with one
 //!   fsync (group commit). Nothing downstream sees a command before its batch is durable.
 //! - [`restore`] rebuilds an engine at start: newest valid snapshot, then the journal suffix.
+//! - [`encode_payload`] and [`decode_payload`] frame a journal record: a command alone (record kind
+//!   0), or a command with an attachment (kind 1): bytes the engine never reads but that travel
+//!   with the command into the journal, such as everything the order record of a checkout needs.
 //!
 //! The threaded wiring lives in [`crate::threaded`].
 
@@ -12,9 +15,47 @@ use std::ops::ControlFlow;
 use surge_journal::{JournalConfig, JournalError, JournalWriter, Recovery, Storage, TornTail};
 
 use surge_engine::codec::{decode_command, encode_command, DecodeError, RECORD_KIND_COMMAND};
-use surge_engine::{
-    Command, DiscardEvents, Engine, Event, Limits, Sequence, Sequenced, SnapshotError, Timestamp,
-};
+use surge_engine::{Command, DiscardEvents, Engine, Limits, Sequence, SnapshotError, Timestamp};
+
+/// The journal record kind of a command followed by an attachment (see [`encode_payload`]).
+pub const RECORD_KIND_COMMAND_WITH_ATTACHMENT: u8 = 1;
+
+/// Encodes one journal record's payload into `out` (cleared first) and returns its record kind:
+/// [`RECORD_KIND_COMMAND`] with the command's encoding alone, or, with an attachment,
+/// [`RECORD_KIND_COMMAND_WITH_ATTACHMENT`]: the command's length as a little-endian u16, the
+/// command, then the attachment's bytes to the end of the payload (docs/formats.md).
+pub fn encode_payload(command: &Command, attachment: Option<&[u8]>, out: &mut Vec<u8>) -> u8 {
+    out.clear();
+    let Some(attachment) = attachment else {
+        encode_command(command, out);
+        return RECORD_KIND_COMMAND;
+    };
+    out.extend_from_slice(&[0, 0]);
+    encode_command(command, out);
+    let length = u16::try_from(out.len() - 2).expect("a command encodes in far fewer than 64 KiB");
+    out[..2].copy_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(attachment);
+    RECORD_KIND_COMMAND_WITH_ATTACHMENT
+}
+
+/// Decodes a journal record's payload by its kind into the command and its attachment, if any.
+pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<(Command, Option<&[u8]>), DecodeError> {
+    match kind {
+        RECORD_KIND_COMMAND => Ok((decode_command(payload)?, None)),
+        RECORD_KIND_COMMAND_WITH_ATTACHMENT => {
+            let (length, rest) = payload
+                .split_first_chunk::<2>()
+                .ok_or(DecodeError::Invalid("attachment framing"))?;
+            let length = usize::from(u16::from_le_bytes(*length));
+            if length > rest.len() {
+                return Err(DecodeError::Invalid("attachment framing"));
+            }
+            let (command, attachment) = rest.split_at(length);
+            Ok((decode_command(command)?, Some(attachment)))
+        }
+        _ => Err(DecodeError::Invalid("record kind")),
+    }
+}
 
 /// Why an engine could not be restored or made durable.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +68,8 @@ pub enum DurableError {
     Record { sequence: u64, segment: String, offset: u64, source: DecodeError },
     #[error("journal starts at sequence {first} but the snapshot ends at {snapshot}: records are missing")]
     Gap { snapshot: u64, first: u64 },
+    #[error("a consumer of the journal stored sequence {consumer}, but the journal ends at {journal}: acknowledged records are missing, or the data directory is not the one the consumer followed")]
+    ConsumerAhead { consumer: u64, journal: u64 },
 }
 
 /// What start-up found and did.
@@ -40,8 +83,6 @@ pub struct RestoreReport {
     pub torn_tail: Option<TornTail>,
     /// The next sequence the journal will assign.
     pub next_sequence: u64,
-    /// With `PipelineConfig::events_after`: the events of every command after it, in order.
-    pub missed_events: Vec<(Sequence, Event)>,
 }
 
 /// Rebuilds the engine from the newest valid snapshot in `snapshots` and the journal records after
@@ -56,30 +97,7 @@ pub fn restore<J: Storage, S: Storage>(
     to: Option<Sequence>,
 ) -> Result<(Engine, RestoreReport), DurableError> {
     let snapshot_max = to.map_or(u64::MAX, |to| to.0);
-    restore_from(limits, journal, snapshots, recovery, snapshot_max, to, None)
-}
-
-/// Like [`restore`] to the end of the journal, and also hands back every event of the commands
-/// after `events_after`, each with its command's sequence. A consumer that stored how far it got
-/// before a crash (the gateway's order store) catches up on exactly what it missed. The engine
-/// starts from a snapshot taken at or before `events_after`, so those events are regenerated, not
-/// guessed.
-pub fn restore_with_events<J: Storage, S: Storage>(
-    limits: Limits,
-    journal: &J,
-    snapshots: &S,
-    recovery: &Recovery,
-    events_after: Sequence,
-    events: &mut Vec<(Sequence, Event)>,
-) -> Result<(Engine, RestoreReport), DurableError> {
-    let capture = Capture { after: events_after, events };
-    restore_from(limits, journal, snapshots, recovery, events_after.0, None, Some(capture))
-}
-
-/// Where replayed events go: only those of commands after `after`.
-struct Capture<'a> {
-    after: Sequence,
-    events: &'a mut Vec<(Sequence, Event)>,
+    restore_from(limits, journal, snapshots, recovery, snapshot_max, to)
 }
 
 fn restore_from<J: Storage, S: Storage>(
@@ -89,7 +107,6 @@ fn restore_from<J: Storage, S: Storage>(
     recovery: &Recovery,
     snapshot_max: u64,
     to: Option<Sequence>,
-    mut capture: Option<Capture<'_>>,
 ) -> Result<(Engine, RestoreReport), DurableError> {
     let mut engine = match surge_journal::load_newest_snapshot_at_most(snapshots, snapshot_max)? {
         Some(loaded) => Engine::decode_snapshot(limits, &loaded.payload)
@@ -108,18 +125,10 @@ fn restore_from<J: Storage, S: Storage>(
         if to.is_some_and(|to| record.seq > to.0) {
             return ControlFlow::Break(());
         }
-        match decode_command(record.payload) {
-            Ok(command) => {
+        match decode_payload(record.kind, record.payload) {
+            Ok((command, _)) => {
                 let (sequence, at) = (Sequence(record.seq), Timestamp(record.at));
-                match capture.as_mut().filter(|capture| sequence > capture.after) {
-                    Some(capture) => {
-                        let mut sink = Sequenced { sequence, events: capture.events };
-                        engine.apply(sequence, at, &command, &mut sink);
-                    }
-                    None => {
-                        engine.apply(sequence, at, &command, &mut DiscardEvents);
-                    }
-                }
+                engine.apply(sequence, at, &command, &mut DiscardEvents);
                 replayed += 1;
                 ControlFlow::Continue(())
             }
@@ -142,7 +151,6 @@ fn restore_from<J: Storage, S: Storage>(
         replayed,
         torn_tail: recovery.torn_tail.clone(),
         next_sequence: recovery.next_seq.max(engine.last_sequence().0 + 1),
-        missed_events: Vec::new(),
     };
     Ok((engine, report))
 }
@@ -185,11 +193,21 @@ impl<J: Storage> Sequencer<J> {
     /// Adds a command to the open batch and returns its stamp. `now` is the sequencer's clock; the
     /// stamp never goes back in time even if the clock does, so deadlines stay ordered.
     pub fn append(&mut self, now: Timestamp, command: &Command) -> (Sequence, Timestamp) {
+        self.append_with(now, command, None)
+    }
+
+    /// [`Sequencer::append`] with an attachment journaled in the same record (see
+    /// [`encode_payload`]).
+    pub fn append_with(
+        &mut self,
+        now: Timestamp,
+        command: &Command,
+        attachment: Option<&[u8]>,
+    ) -> (Sequence, Timestamp) {
         let sequence = self.next;
         let at = now.max(self.last_at);
-        self.payload.clear();
-        encode_command(command, &mut self.payload);
-        self.journal.append(sequence.0, at.0, RECORD_KIND_COMMAND, &self.payload);
+        let kind = encode_payload(command, attachment, &mut self.payload);
+        self.journal.append(sequence.0, at.0, kind, &self.payload);
         self.next = Sequence(sequence.0 + 1);
         self.last_at = at;
         (sequence, at)

@@ -4,7 +4,8 @@
 //!   snapshot plus the journal suffix), free of threads so the simulator drives the same code.
 //! - [`threaded`]: [`Pipeline`], [`Handle`] and [`Ticket`]: producers submit commands into a
 //!   bounded queue, the sequencer-journaler makes each batch durable, the engine thread applies
-//!   it, and only then does a producer learn its outcome.
+//!   it, and only then does a producer learn its outcome; the journal follower replays the
+//!   durable journal into [`Outputs`] for projections and writes the snapshots.
 //!
 //! The state machine itself is `surge-engine`, which depends on nothing; everything with a thread,
 //! a clock or a file is here.
@@ -12,8 +13,11 @@
 pub mod durable;
 pub mod threaded;
 
-pub use durable::{restore, restore_with_events, DurableError, RestoreReport, Sequencer};
+pub use durable::{
+    decode_payload, encode_payload, restore, DurableError, RestoreReport, Sequencer,
+    RECORD_KIND_COMMAND_WITH_ATTACHMENT,
+};
 pub use threaded::{
-    Applied, Clock, EventBatch, GroupTicket, Handle, Pipeline, PipelineConfig, PipelineStats,
-    SubmitError, SystemClock, Ticket,
+    Applied, AppliedCommand, Clock, GroupTicket, Handle, Output, Outputs, Pipeline, PipelineConfig,
+    PipelineStats, SubmitError, SystemClock, Ticket, ATTACHMENT_BYTES_MAX,
 };

@@ -1,10 +1,14 @@
-//! The threaded pipeline: many producers, one sequencer-journaler, one engine thread.
+//! The threaded pipeline: many producers, one sequencer-journaler, one engine thread, one journal
+//! follower.
 //!
 //! ```text
 //!  producers ──try_submit──▶ [bounded queue] ──▶ sequencer + journal ──batch──▶ engine ──▶ outcomes
-//!  (gateway handlers)                            (stamp, append, 1 fsync)       (apply)    events
-//!                                                                                  │
-//!                                                              every N commands: clone ─▶ snapshot writer
+//!  (gateway handlers)                            (stamp, append, 1 fsync)     (apply)    to producers
+//!  readers ───query────────────────────────────────────────────────────────────▶ (answer)
+//!
+//!  journal (durable records) ──▶ follower: its own engine, replays the journal a moment behind
+//!                                  ├─▶ Outputs: command, outcome, attachment, events ─▶ projections
+//!                                  └─▶ every N commands: encode and write a snapshot of itself
 //! ```
 //!
 //! A producer learns the outcome of its command only after the batch holding it was fsynced and
@@ -12,23 +16,38 @@
 //! fsync runs, new submissions queue up and go into the next batch, so the batch size grows with
 //! load and the fsync cost is shared (group commit).
 //!
+//! The engine thread does nothing but apply and answer: it discards events and never pauses for a
+//! snapshot. Everything the rest of the system learns from the engine (order transitions, stock
+//! changes, the outcome of a checkout whose client went away) comes from the follower, which reads
+//! the durable journal back and applies it to a second engine. Replay is exact (the engine is a
+//! deterministic function of the journal), so its outcomes are the engine thread's, and the same
+//! code serves a consumer catching up after a crash and one following live traffic: both start at
+//! the sequence the consumer stored and read forward. The follower never holds the engine thread
+//! back: when its consumer is slow it falls behind and catches up, and the journal is the buffer.
+//!
+//! Reads ([`Handle::query`]) go straight to the engine thread, between batches, and never wait for
+//! an fsync: they see every command acknowledged before they were sent, and never one that is not
+//! durable, because the engine thread only ever applies durable batches.
+//!
 //! Why crossbeam channels and not the `disruptor` crate: disruptor's consumers busy-spin, and on the
 //! two-core machines this runs on, two spinning consumers would take both cores from the gateway.
 //! The blocking channels park idle threads; the batch hand-off costs one channel operation per
 //! batch, not per command. BENCHMARKS.md has the figures.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use surge_journal::{FsStorage, JournalConfig, Storage};
+use surge_engine::{
+    Command, DiscardEvents, Engine, Event, Limits, Outcome, Query, Sequence, Sequenced, Timestamp,
+};
+use surge_journal::{FsStorage, JournalConfig, JournalTail, Storage};
 use tokio::sync::oneshot;
 
-use surge_engine::{Command, Engine, Event, Limits, Outcome, Sequence, Sequenced, Timestamp};
-
-use crate::durable::{restore, restore_with_events, DurableError, RestoreReport, Sequencer};
+use crate::durable::{decode_payload, restore, DurableError, RestoreReport, Sequencer};
 
 /// Tunables of the pipeline, with defaults for a production node.
 #[derive(Clone, Debug)]
@@ -37,20 +56,22 @@ pub struct PipelineConfig {
     /// Submissions waiting for the sequencer. When full, `try_submit` answers `Overloaded`: this is
     /// the bounded queue the gateway sheds load at.
     pub queue_capacity: usize,
+    /// Reads waiting for the engine thread; when full, `query` answers `Overloaded`.
+    pub query_capacity: usize,
     /// The most commands in one journal batch (one fsync).
     pub batch_max: usize,
-    /// Commands between snapshots; 0 disables them.
+    /// Commands between snapshots (written by the follower); 0 disables them, except the one at
+    /// shutdown.
     pub snapshot_every: u64,
     /// How often the sequencer checks for reservation deadlines that passed.
     pub tick_interval: Duration,
     pub journal: JournalConfig,
-    /// Regenerate the events of every command after this sequence at start (see
-    /// [`crate::durable::restore_with_events`]); they come back in
-    /// [`RestoreReport::missed_events`].
-    pub events_after: Option<Sequence>,
-    /// Queue events from the start instead of from [`Pipeline::take_events`], so a consumer that
-    /// takes the receiver right after start misses none (`Expire` can run before it does).
-    pub publish_events: bool,
+    /// Where a consumer of [`Output`]s stands: the follower hands on every command after this
+    /// sequence, also those before the start (a consumer that stored how far it got catches up on
+    /// exactly what it missed). `None`: no outputs; the follower only writes snapshots.
+    pub follow_from: Option<Sequence>,
+    /// The most commands in one [`Output`].
+    pub output_commands_max: usize,
 }
 
 impl Default for PipelineConfig {
@@ -58,15 +79,19 @@ impl Default for PipelineConfig {
         Self {
             limits: Limits::PRODUCTION,
             queue_capacity: 65_536,
+            query_capacity: 4_096,
             batch_max: 4_096,
             snapshot_every: 1_000_000,
             tick_interval: Duration::from_millis(50),
             journal: JournalConfig::default(),
-            events_after: None,
-            publish_events: false,
+            follow_from: None,
+            output_commands_max: 4_096,
         }
     }
 }
+
+/// The largest attachment a command may carry into the journal (a record holds at most 1 MiB).
+pub const ATTACHMENT_BYTES_MAX: usize = 64 * 1024;
 
 /// The sequencer's clock. Only the sequencer reads time; the engine gets it stamped on commands.
 pub trait Clock: Send + 'static {
@@ -102,6 +127,9 @@ pub enum SubmitError {
     /// the second case, and then the process is about to stop anyway.
     #[error("the engine pipeline has stopped")]
     Stopped,
+    /// The attachment is longer than [`ATTACHMENT_BYTES_MAX`]; nothing was queued.
+    #[error("the attachment is too large for a journal record")]
+    AttachmentTooLarge,
 }
 
 /// The pending answer to a submitted command.
@@ -142,14 +170,16 @@ impl GroupTicket {
 
 /// What travels on the queue and, journaled, on to the engine.
 enum Message {
-    /// One command; `reply` is `None` for the `Expire` the sequencer injects itself.
-    Command { command: Command, reply: Option<oneshot::Sender<Applied>> },
+    /// One command; `reply` is `None` for the `Expire` the sequencer injects itself. The attachment
+    /// goes into the journal record and is dropped there: the engine never reads it.
+    Command {
+        command: Command,
+        attachment: Option<Vec<u8>>,
+        reply: Option<oneshot::Sender<Applied>>,
+    },
     /// Commands that go into the same batch, in order, answered together with one wake-up. `results`
     /// comes with its capacity from the producer, so the engine thread does not allocate for it.
     Group { commands: Vec<Command>, results: Vec<Applied>, reply: oneshot::Sender<Vec<Applied>> },
-    /// A read of the engine's state, run on the engine thread after every command queued before it.
-    /// Not journaled: it changes nothing.
-    Query(Box<dyn FnOnce(&Engine) + Send>),
     /// Sent by `shutdown`: finish what is queued, then stop.
     Stop,
 }
@@ -159,9 +189,27 @@ impl Message {
         match self {
             Message::Command { .. } => 1,
             Message::Group { commands, .. } => commands.len(),
-            Message::Query(_) | Message::Stop => 0,
+            Message::Stop => 0,
         }
     }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::Command { command, .. } => f.debug_tuple("Command").field(command).finish(),
+            Message::Group { commands, .. } => {
+                f.debug_tuple("Group").field(&commands.len()).finish()
+            }
+            Message::Stop => f.write_str("Stop"),
+        }
+    }
+}
+
+/// A read on its way to the engine thread, which fills the query's buffers and sends it back.
+struct QueryMessage {
+    query: Query,
+    reply: oneshot::Sender<Query>,
 }
 
 /// Journaled commands on their way to the engine, with the batch's first sequence and stamp.
@@ -175,9 +223,12 @@ struct Batch {
 #[derive(Debug, Default)]
 struct Shared {
     stopping: AtomicBool,
-    events_taken: AtomicBool,
+    /// Set by the journaler when it has made its last batch durable: the follower then reads to
+    /// `durable_sequence`, writes the final snapshot and stops.
+    journal_closed: AtomicBool,
     applied_sequence: AtomicU64,
     durable_sequence: AtomicU64,
+    followed_sequence: AtomicU64,
     journal_bytes: AtomicU64,
     snapshot_sequence: AtomicU64,
     fsync_count: AtomicU64,
@@ -191,6 +242,8 @@ struct Shared {
 pub struct PipelineStats {
     pub applied_sequence: u64,
     pub durable_sequence: u64,
+    /// How far the follower has replayed the journal (and handed outputs on).
+    pub followed_sequence: u64,
     pub journal_bytes: u64,
     pub snapshot_sequence: u64,
     pub fsync_count: u64,
@@ -200,49 +253,64 @@ pub struct PipelineStats {
     pub queue_capacity: usize,
 }
 
-/// A cheap, clonable way to submit commands.
+/// A cheap, clonable way to submit commands and read the engine.
 #[derive(Clone, Debug)]
 pub struct Handle {
     queue: Sender<Message>,
+    queries: Sender<QueryMessage>,
     shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for Message {
+impl std::fmt::Debug for QueryMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Message::Command { command, .. } => f.debug_tuple("Command").field(command).finish(),
-            Message::Group { commands, .. } => {
-                f.debug_tuple("Group").field(&commands.len()).finish()
-            }
-            Message::Query(_) => f.write_str("Query"),
-            Message::Stop => f.write_str("Stop"),
-        }
+        f.debug_tuple("QueryMessage").field(&self.query).finish()
     }
 }
 
 impl Handle {
     /// Queues a command, or answers `Overloaded` at once when the queue is full.
     pub fn try_submit(&self, command: Command) -> Result<Ticket, SubmitError> {
-        if self.shared.stopping.load(Ordering::Acquire) {
-            return Err(SubmitError::Stopped);
+        self.send(command, None, false)
+    }
+
+    /// [`Handle::try_submit`] with an attachment journaled in the command's record: bytes the
+    /// engine ignores and the follower's consumers read back with the command's outcome.
+    pub fn try_submit_with(
+        &self,
+        command: Command,
+        attachment: Vec<u8>,
+    ) -> Result<Ticket, SubmitError> {
+        if attachment.len() > ATTACHMENT_BYTES_MAX {
+            return Err(SubmitError::AttachmentTooLarge);
         }
-        let (reply, ticket) = oneshot::channel();
-        match self.queue.try_send(Message::Command { command, reply: Some(reply) }) {
-            Ok(()) => Ok(Ticket { reply: ticket }),
-            Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
-        }
+        self.send(command, Some(attachment), false)
     }
 
     /// Queues a command, waiting for room. For load generators and tools, not for request handlers.
     pub fn submit(&self, command: Command) -> Result<Ticket, SubmitError> {
+        self.send(command, None, true)
+    }
+
+    fn send(
+        &self,
+        command: Command,
+        attachment: Option<Vec<u8>>,
+        wait_for_room: bool,
+    ) -> Result<Ticket, SubmitError> {
         if self.shared.stopping.load(Ordering::Acquire) {
             return Err(SubmitError::Stopped);
         }
         let (reply, ticket) = oneshot::channel();
-        self.queue
-            .send(Message::Command { command, reply: Some(reply) })
-            .map_err(|_| SubmitError::Stopped)?;
+        let message = Message::Command { command, attachment, reply: Some(reply) };
+        if wait_for_room {
+            self.queue.send(message).map_err(|_| SubmitError::Stopped)?;
+        } else {
+            match self.queue.try_send(message) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
+                Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Stopped),
+            }
+        }
         Ok(Ticket { reply: ticket })
     }
 
@@ -261,22 +329,16 @@ impl Handle {
         Ok(GroupTicket { reply: ticket })
     }
 
-    /// Reads the engine's state on the engine thread, after every command submitted before it, and
-    /// returns what `read` returns. Answers `Overloaded` when the queue is full, like `try_submit`.
-    /// Reads are consistent (no command is half applied) but cost a trip through the queue, so they
-    /// suit detail and operator views, not per-request hot paths.
-    pub async fn query<R: Send + 'static>(
-        &self,
-        read: impl FnOnce(&Engine) -> R + Send + 'static,
-    ) -> Result<R, SubmitError> {
+    /// Reads the engine's state: the engine thread answers `query` between two batches and sends
+    /// it back filled. It sees every command acknowledged before the call (an acknowledgement
+    /// leaves the engine thread after the command is applied) and none that is not yet durable; it
+    /// does not wait for an fsync. Answers `Overloaded` when the read queue is full.
+    pub async fn query(&self, query: Query) -> Result<Query, SubmitError> {
         if self.shared.stopping.load(Ordering::Acquire) {
             return Err(SubmitError::Stopped);
         }
         let (reply, answer) = oneshot::channel();
-        let query = Box::new(move |engine: &Engine| {
-            let _ = reply.send(read(engine));
-        });
-        match self.queue.try_send(Message::Query(query)) {
+        match self.queries.try_send(QueryMessage { query, reply }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
             Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Stopped),
@@ -284,11 +346,22 @@ impl Handle {
         answer.await.map_err(|_| SubmitError::Stopped)
     }
 
+    /// [`Handle::query`] for a thread that may block.
+    pub fn query_blocking(&self, query: Query) -> Result<Query, SubmitError> {
+        if self.shared.stopping.load(Ordering::Acquire) {
+            return Err(SubmitError::Stopped);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queries.send(QueryMessage { query, reply }).map_err(|_| SubmitError::Stopped)?;
+        answer.blocking_recv().map_err(|_| SubmitError::Stopped)
+    }
+
     pub fn stats(&self) -> PipelineStats {
         let shared = &self.shared;
         PipelineStats {
             applied_sequence: shared.applied_sequence.load(Ordering::Relaxed),
             durable_sequence: shared.durable_sequence.load(Ordering::Relaxed),
+            followed_sequence: shared.followed_sequence.load(Ordering::Relaxed),
             journal_bytes: shared.journal_bytes.load(Ordering::Relaxed),
             snapshot_sequence: shared.snapshot_sequence.load(Ordering::Relaxed),
             fsync_count: shared.fsync_count.load(Ordering::Relaxed),
@@ -300,21 +373,153 @@ impl Handle {
     }
 }
 
-/// Events of one applied batch, in sequence order, each with its command's sequence. Every batch the
-/// engine applies is handed on, with or without events.
-#[derive(Debug)]
-pub struct EventBatch {
-    /// The sequence of the last command applied when the batch was handed on.
-    pub last_sequence: Sequence,
-    pub events: Vec<(Sequence, Event)>,
+// ----- Outputs -----
+
+/// One command as the follower applied it: what it was, what the engine answered, and where its
+/// events and attachment are in the [`Output`] that holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppliedCommand {
+    pub sequence: Sequence,
+    pub at: Timestamp,
+    pub command: Command,
+    pub outcome: Outcome,
+    events: (u32, u32),
+    attachment: Option<(u32, u32)>,
 }
+
+/// Consecutive commands of the journal as applied by the follower, with their outcomes, events
+/// and attachments. Buffers are reused: hand a consumed output back with [`Outputs::recycle`].
+#[derive(Debug, Default)]
+pub struct Output {
+    through: Sequence,
+    commands: Vec<AppliedCommand>,
+    events: Vec<(Sequence, Event)>,
+    attachments: Vec<u8>,
+}
+
+impl Output {
+    fn with_capacity(commands: usize) -> Output {
+        Output {
+            through: Sequence(0),
+            commands: Vec::with_capacity(commands),
+            events: Vec::with_capacity(commands * EVENTS_PER_COMMAND_MAX),
+            attachments: Vec::with_capacity(commands * 256),
+        }
+    }
+
+    /// Empties the output, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.commands.clear();
+        self.events.clear();
+        self.attachments.clear();
+    }
+
+    /// The sequence of the last command here: whoever consumed this output has seen every command
+    /// of the journal through it.
+    pub fn through(&self) -> Sequence {
+        self.through
+    }
+
+    /// The commands, in sequence order.
+    pub fn commands(&self) -> &[AppliedCommand] {
+        &self.commands
+    }
+
+    /// Every event of every command here, in order, with its command's sequence.
+    pub fn events(&self) -> &[(Sequence, Event)] {
+        &self.events
+    }
+
+    /// The events of one command of this output.
+    pub fn events_of(&self, command: &AppliedCommand) -> &[(Sequence, Event)] {
+        let (start, end) = command.events;
+        &self.events[start as usize..end as usize]
+    }
+
+    /// The attachment journaled with one command of this output, if it had one.
+    pub fn attachment_of(&self, command: &AppliedCommand) -> Option<&[u8]> {
+        command.attachment.map(|(start, end)| &self.attachments[start as usize..end as usize])
+    }
+
+    /// Applies one journaled command to `engine` and appends it, its outcome, its events and its
+    /// attachment. The follower builds outputs this way; so can a simulator or a test that replays
+    /// a journal with an engine of its own.
+    pub fn push(
+        &mut self,
+        sequence: Sequence,
+        at: Timestamp,
+        command: Command,
+        attachment: Option<&[u8]>,
+        engine: &mut Engine,
+    ) {
+        let events_start = u32::try_from(self.events.len()).expect("events of one output fit u32");
+        let outcome = engine.apply(
+            sequence,
+            at,
+            &command,
+            &mut Sequenced { sequence, events: &mut self.events },
+        );
+        let events_end = u32::try_from(self.events.len()).expect("events of one output fit u32");
+        let attachment = attachment.map(|bytes| {
+            let start = u32::try_from(self.attachments.len()).expect("attachments fit u32");
+            self.attachments.extend_from_slice(bytes);
+            (start, start + u32::try_from(bytes.len()).expect("attachments fit u32"))
+        });
+        self.commands.push(AppliedCommand {
+            sequence,
+            at,
+            command,
+            outcome,
+            events: (events_start, events_end),
+            attachment,
+        });
+        self.through = sequence;
+    }
+}
+
+/// The follower's stream of outputs, in journal order. Whoever takes it should keep reading: the
+/// follower waits for room (it falls behind; the engine thread does not).
+#[derive(Debug)]
+pub struct Outputs {
+    receiver: Receiver<Output>,
+    spare: Sender<Output>,
+}
+
+impl Outputs {
+    /// The next output; `None` once the pipeline stopped and every output was delivered.
+    pub fn recv(&self) -> Option<Output> {
+        self.receiver.recv().ok()
+    }
+
+    /// The next output, waiting at most `timeout`: `Err(true)` when the stream ended, `Err(false)`
+    /// when the time ran out.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Output, bool> {
+        self.receiver.recv_timeout(timeout).map_err(|error| match error {
+            RecvTimeoutError::Timeout => false,
+            RecvTimeoutError::Disconnected => true,
+        })
+    }
+
+    /// The next output if one is waiting.
+    pub fn try_recv(&self) -> Option<Output> {
+        self.receiver.try_recv().ok()
+    }
+
+    /// Hands a consumed output back so its buffers are reused.
+    pub fn recycle(&self, mut output: Output) {
+        output.clear();
+        let _ = self.spare.try_send(output);
+    }
+}
+
+// ----- The pipeline -----
 
 /// The running pipeline. Dropping it without [`Pipeline::shutdown`] leaves the threads running.
 #[derive(Debug)]
 pub struct Pipeline {
     handle: Handle,
     threads: Vec<JoinHandle<()>>,
-    events: Option<Receiver<EventBatch>>,
+    outputs: Option<Outputs>,
 }
 
 /// What happens when the journal fails. The default stops the process: a failed fsync may have lost
@@ -339,8 +544,9 @@ impl Pipeline {
         Self::start(config, journal, snapshots, SystemClock, Arc::new(stop_process))
     }
 
-    /// Restores state from the given storages and starts the threads.
-    pub fn start<J: Storage, S: Storage, C: Clock>(
+    /// Restores state from the given storages and starts the threads. `journal` is cloned for the
+    /// follower's reader: both clones must name the same files.
+    pub fn start<J: Storage + Clone, S: Storage, C: Clock>(
         config: PipelineConfig,
         journal: J,
         snapshots: S,
@@ -351,39 +557,40 @@ impl Pipeline {
         let PipelineConfig {
             limits,
             queue_capacity,
+            query_capacity,
             batch_max,
             snapshot_every,
             tick_interval,
             journal: journal_config,
-            events_after,
-            publish_events,
+            follow_from,
+            output_commands_max,
         } = config;
-        let (engine, report) = match events_after {
-            None => restore(limits, &journal, &snapshots, &recovery, None)?,
-            Some(after) => {
-                let mut missed = Vec::new();
-                let (engine, mut report) = restore_with_events(
-                    limits,
-                    &journal,
-                    &snapshots,
-                    &recovery,
-                    after,
-                    &mut missed,
-                )?;
-                report.missed_events = missed;
-                (engine, report)
+        let (engine, report) = restore(limits, &journal, &snapshots, &recovery, None)?;
+        // The follower starts where its consumer stands: restored separately when that is behind
+        // the journal's end (a crash, or a consumer that lags), a copy otherwise.
+        let follower_engine = match follow_from {
+            Some(from) if from > engine.last_sequence() => {
+                return Err(DurableError::ConsumerAhead {
+                    consumer: from.0,
+                    journal: engine.last_sequence().0,
+                })
             }
+            Some(from) if from < engine.last_sequence() => {
+                restore(limits, &journal, &snapshots, &recovery, Some(from))?.0
+            }
+            _ => engine.clone(),
         };
-        let sequencer = Sequencer::open(journal, journal_config, &recovery, &engine)?;
+        let sequencer = Sequencer::open(journal.clone(), journal_config, &recovery, &engine)?;
+        let tail = JournalTail::open(journal, follower_engine.last_sequence().0 + 1)?;
         if let Some(torn) = &report.torn_tail {
             tracing::warn!(segment = %torn.segment, offset = torn.offset, bytes = torn.bytes_cut, "cut a torn record at the end of the journal");
         }
 
         let shared = Arc::new(Shared::default());
-        shared.events_taken.store(publish_events, Ordering::Relaxed);
         let applied = engine.last_sequence().0;
         shared.applied_sequence.store(applied, Ordering::Relaxed);
         shared.durable_sequence.store(applied, Ordering::Relaxed);
+        shared.followed_sequence.store(follower_engine.last_sequence().0, Ordering::Relaxed);
         shared.snapshot_sequence.store(report.snapshot_sequence, Ordering::Relaxed);
         shared.journal_bytes.store(sequencer.journal_bytes(), Ordering::Relaxed);
         shared
@@ -391,11 +598,23 @@ impl Pipeline {
             .store(engine.next_deadline().map_or(u64::MAX, |t| t.0), Ordering::Relaxed);
 
         let (queue, submissions) = bounded(queue_capacity);
+        let (queries, query_inbox) = bounded(query_capacity);
         // A few batches in flight let the next fsync start while the engine applies the last batch.
         let (batches, batches_in) = bounded::<Batch>(4);
         let (spare_out, spare_in) = bounded::<Vec<Message>>(8);
-        let (events_out, events_in) = bounded::<EventBatch>(1024);
-        let (snapshot_out, snapshot_in) = bounded::<Box<Engine>>(1);
+        // One pending wake is enough: the follower reads up to the durable sequence it finds.
+        let (wake, woken) = bounded::<()>(1);
+        let (outputs, consumer) = match follow_from {
+            Some(_) => {
+                let (output_out, output_in) = bounded::<Output>(4);
+                let (spare_output_out, spare_output_in) = bounded::<Output>(8);
+                (
+                    Some((output_out, spare_output_in)),
+                    Some(Outputs { receiver: output_in, spare: spare_output_out }),
+                )
+            }
+            None => (None, None),
+        };
 
         let mut threads = Vec::new();
         let journaler = JournalerThread {
@@ -404,30 +623,39 @@ impl Pipeline {
             submissions,
             batches,
             spare: spare_in,
+            wake: wake.clone(),
             shared: Arc::clone(&shared),
             batch_max,
             tick_interval,
-            on_journal_failure,
+            on_journal_failure: Arc::clone(&on_journal_failure),
         };
         threads.push(spawn("surge-journal", move || journaler.run()));
         let applier = EngineThread {
             engine,
             batches: batches_in,
+            queries: query_inbox,
             spare: spare_out,
-            events: events_out,
-            snapshots: snapshot_out,
             shared: Arc::clone(&shared),
-            snapshot_every,
-            event_capacity: batch_max * 64,
         };
         threads.push(spawn("surge-engine", move || applier.run()));
-        let snapshot_shared = Arc::clone(&shared);
-        threads.push(spawn("surge-snapshot", move || {
-            write_snapshots(&snapshots, &snapshot_in, &snapshot_shared);
-        }));
+        let follower = FollowerThread {
+            engine: follower_engine,
+            tail,
+            snapshots,
+            woken,
+            outputs,
+            shared: Arc::clone(&shared),
+            snapshot_every,
+            since_snapshot: 0,
+            output_commands_max,
+            idle_output: None,
+            snapshot_bytes: Vec::new(),
+            on_failure: on_journal_failure,
+        };
+        threads.push(spawn("surge-follower", move || follower.run()));
 
         let pipeline =
-            Pipeline { handle: Handle { queue, shared }, threads, events: Some(events_in) };
+            Pipeline { handle: Handle { queue, queries, shared }, threads, outputs: consumer };
         Ok((pipeline, report))
     }
 
@@ -435,20 +663,17 @@ impl Pipeline {
         self.handle.clone()
     }
 
-    /// The stream of events, in order, from the moment it is taken. Taken once; whoever takes it
-    /// must keep reading, or the engine waits for it (taken events are never dropped). Until it is
-    /// taken, events are discarded.
-    pub fn take_events(&mut self) -> Option<Receiver<EventBatch>> {
-        let events = self.events.take();
-        self.handle.shared.events_taken.store(events.is_some(), Ordering::Release);
-        events
+    /// The follower's outputs (with [`PipelineConfig::follow_from`]), taken once.
+    pub fn take_outputs(&mut self) -> Option<Outputs> {
+        self.outputs.take()
     }
 
-    /// Stops accepting commands, finishes those already queued, writes a final snapshot and joins the
-    /// threads.
+    /// Stops accepting commands, finishes those already queued, lets the follower write the final
+    /// snapshot and hand on its last outputs, and joins the threads. A consumer still holding the
+    /// outputs must keep reading until they end, or this waits for it.
     pub fn shutdown(mut self) {
         self.handle.shared.stopping.store(true, Ordering::Release);
-        drop(self.events.take());
+        drop(self.outputs.take());
         // Wakes the sequencer at once, behind everything already queued. If it already stopped (a
         // journal failure), the send fails and there is nothing to wake.
         let _ = self.handle.queue.send(Message::Stop);
@@ -464,12 +689,15 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
     std::thread::Builder::new().name(name.to_owned()).spawn(body).expect("spawn pipeline thread")
 }
 
+// ----- The sequencer-journaler thread -----
+
 struct JournalerThread<J: Storage, C: Clock> {
     sequencer: Sequencer<J>,
     clock: C,
     submissions: Receiver<Message>,
     batches: Sender<Batch>,
     spare: Receiver<Vec<Message>>,
+    wake: Sender<()>,
     shared: Arc<Shared>,
     batch_max: usize,
     tick_interval: Duration,
@@ -478,6 +706,13 @@ struct JournalerThread<J: Storage, C: Clock> {
 
 impl<J: Storage, C: Clock> JournalerThread<J, C> {
     fn run(mut self) {
+        self.journal();
+        // Whatever ended the loop, no batch follows: the follower may finish.
+        self.shared.journal_closed.store(true, Ordering::Release);
+        let _ = self.wake.try_send(());
+    }
+
+    fn journal(&mut self) {
         // The sequence of the last `Expire` this thread injected; no new one until it is applied.
         let mut expire_in_flight = 0u64;
         let mut stopping = false;
@@ -497,7 +732,11 @@ impl<J: Storage, C: Clock> JournalerThread<J, C> {
             let deadline_due = now.0 >= self.shared.next_deadline.load(Ordering::Acquire)
                 && self.shared.applied_sequence.load(Ordering::Acquire) >= expire_in_flight;
             if deadline_due && !stopping {
-                items.push(Message::Command { command: Command::Expire, reply: None });
+                items.push(Message::Command {
+                    command: Command::Expire,
+                    attachment: None,
+                    reply: None,
+                });
             }
             let mut commands = items.len();
             let mut next = first;
@@ -527,30 +766,25 @@ impl<J: Storage, C: Clock> JournalerThread<J, C> {
 
             let batch_first = self.sequencer.next_sequence();
             let mut at = Timestamp(0);
-            for item in &items {
+            for item in &mut items {
                 match item {
-                    Message::Command { command, reply } => {
-                        let (sequence, stamped) = self.sequencer.append(now, command);
+                    Message::Command { command, attachment, reply } => {
+                        let (sequence, stamped) =
+                            self.sequencer.append_with(now, command, attachment.as_deref());
+                        // Journaled; the engine has no use for it.
+                        *attachment = None;
                         if reply.is_none() {
                             expire_in_flight = sequence.0;
                         }
                         at = stamped;
                     }
                     Message::Group { commands, .. } => {
-                        for command in commands {
+                        for command in commands.iter() {
                             at = self.sequencer.append(now, command).1;
                         }
                     }
-                    Message::Query(_) => {}
                     Message::Stop => unreachable!("Stop never enters a batch"),
                 }
-            }
-            if self.sequencer.next_sequence() == batch_first {
-                // Only reads: nothing to make durable.
-                if self.batches.send(Batch { first: batch_first, at, items }).is_err() {
-                    return;
-                }
-                continue;
             }
             match self.sequencer.commit() {
                 Ok(stats) => {
@@ -568,6 +802,7 @@ impl<J: Storage, C: Clock> JournalerThread<J, C> {
             let last = self.sequencer.next_sequence().0 - 1;
             self.shared.durable_sequence.store(last, Ordering::Release);
             self.shared.journal_bytes.store(self.sequencer.journal_bytes(), Ordering::Relaxed);
+            let _ = self.wake.try_send(());
             if self.batches.send(Batch { first: batch_first, at, items }).is_err() {
                 return;
             }
@@ -575,121 +810,221 @@ impl<J: Storage, C: Clock> JournalerThread<J, C> {
     }
 }
 
+// ----- The engine thread -----
+
 struct EngineThread {
     engine: Engine,
     batches: Receiver<Batch>,
+    queries: Receiver<QueryMessage>,
     spare: Sender<Vec<Message>>,
-    events: Sender<EventBatch>,
-    snapshots: Sender<Box<Engine>>,
     shared: Arc<Shared>,
-    snapshot_every: u64,
-    event_capacity: usize,
 }
 
 impl EngineThread {
     fn run(mut self) {
-        let mut events: Vec<(Sequence, Event)> = Vec::with_capacity(self.event_capacity);
-        let mut since_snapshot = 0u64;
-        while let Ok(mut batch) = self.batches.recv() {
-            // Every command of a batch carries the batch's stamp; the sequencer guarantees it.
-            let mut sequence = batch.first;
-            let at = batch.at;
-            for item in batch.items.drain(..) {
-                match item {
-                    Message::Command { command, reply } => {
-                        let outcome = self.apply(sequence, at, &command, &mut events);
-                        if let Some(reply) = reply {
-                            // A producer that gave up waiting is no error: the command happened.
-                            let _ = reply.send(Applied { sequence, at, outcome });
-                        }
+        let mut queries_open = true;
+        loop {
+            if queries_open {
+                crossbeam_channel::select! {
+                    recv(self.batches) -> batch => match batch {
+                        Ok(batch) => self.apply(batch),
+                        Err(_) => break,
+                    },
+                    recv(self.queries) -> query => match query {
+                        Ok(query) => self.answer(query),
+                        Err(_) => queries_open = false,
+                    },
+                }
+            } else {
+                match self.batches.recv() {
+                    Ok(batch) => self.apply(batch),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    fn answer(&self, mut message: QueryMessage) {
+        self.engine.answer(&mut message.query);
+        // A reader that gave up is no error.
+        let _ = message.reply.send(message.query);
+    }
+
+    fn apply(&mut self, mut batch: Batch) {
+        // Every command of a batch carries the batch's stamp; the sequencer guarantees it.
+        let mut sequence = batch.first;
+        let at = batch.at;
+        for item in batch.items.drain(..) {
+            match item {
+                Message::Command { command, reply, .. } => {
+                    let outcome = self.engine.apply(sequence, at, &command, &mut DiscardEvents);
+                    if let Some(reply) = reply {
+                        // A producer that gave up waiting is no error: the command happened.
+                        let _ = reply.send(Applied { sequence, at, outcome });
+                    }
+                    sequence = Sequence(sequence.0 + 1);
+                }
+                Message::Group { commands, mut results, reply } => {
+                    for command in &commands {
+                        let outcome = self.engine.apply(sequence, at, command, &mut DiscardEvents);
+                        results.push(Applied { sequence, at, outcome });
                         sequence = Sequence(sequence.0 + 1);
                     }
-                    Message::Group { commands, mut results, reply } => {
-                        for command in &commands {
-                            let outcome = self.apply(sequence, at, command, &mut events);
-                            results.push(Applied { sequence, at, outcome });
-                            sequence = Sequence(sequence.0 + 1);
-                        }
-                        let _ = reply.send(results);
-                    }
-                    Message::Query(read) => read(&self.engine),
-                    Message::Stop => unreachable!("Stop never enters a batch"),
+                    let _ = reply.send(results);
                 }
-            }
-            since_snapshot += sequence.0 - batch.first.0;
-            self.shared.applied_sequence.store(sequence.0 - 1, Ordering::Release);
-            let deadline = self.engine.next_deadline().map_or(u64::MAX, |t| t.0);
-            self.shared.next_deadline.store(deadline, Ordering::Release);
-            // Every batch is handed on, even without events: its `last_sequence` tells the reader
-            // that it has seen everything the engine did so far (the gateway waits for that before
-            // answering a read of orders).
-            self.publish(&mut events, true);
-            let _ = self.spare.try_send(batch.items);
-            if self.snapshot_every > 0 && since_snapshot >= self.snapshot_every {
-                // The clone is the only pause snapshots cost the engine; encoding and fsync happen on
-                // the snapshot thread. A snapshot still being written means this one is skipped.
-                if self.snapshots.try_send(Box::new(self.engine.clone())).is_ok() {
-                    since_snapshot = 0;
-                }
+                Message::Stop => unreachable!("Stop never enters a batch"),
             }
         }
-        // Shutdown: leave a snapshot of the final state so the next start replays nothing.
-        if since_snapshot > 0 {
-            let _ = self.snapshots.send(Box::new(self.engine));
-        }
-    }
-
-    fn apply(
-        &mut self,
-        sequence: Sequence,
-        at: Timestamp,
-        command: &Command,
-        events: &mut Vec<(Sequence, Event)>,
-    ) -> Outcome {
-        // Hand events on before the buffer would have to grow (an `Expire` can emit many).
-        if events.len() + EVENTS_PER_COMMAND_MAX > events.capacity() {
-            self.publish(events, false);
-        }
-        self.engine.apply(sequence, at, command, &mut Sequenced { sequence, events })
-    }
-
-    /// Hands the events gathered so far to the reader, if one took them; with `even_empty` also
-    /// when there are none.
-    fn publish(&mut self, events: &mut Vec<(Sequence, Event)>, even_empty: bool) {
-        if events.is_empty() && !even_empty {
-            return;
-        }
-        if self.shared.events_taken.load(Ordering::Acquire) {
-            let batch = EventBatch {
-                last_sequence: self.engine.last_sequence(),
-                events: if events.is_empty() {
-                    Vec::new()
-                } else {
-                    std::mem::replace(events, Vec::with_capacity(self.event_capacity))
-                },
-            };
-            if self.events.send(batch).is_err() {
-                // The reader is gone (shutdown): nobody wants events any more.
-                self.shared.events_taken.store(false, Ordering::Release);
-            }
-        }
-        events.clear();
+        self.shared.applied_sequence.store(sequence.0 - 1, Ordering::Release);
+        let deadline = self.engine.next_deadline().map_or(u64::MAX, |t| t.0);
+        self.shared.next_deadline.store(deadline, Ordering::Release);
+        let _ = self.spare.try_send(batch.items);
     }
 }
+
+// ----- The follower thread -----
 
 /// Events one non-`Expire` command can emit: per line a stock change and an availability change,
 /// plus one order event.
 const EVENTS_PER_COMMAND_MAX: usize = 2 * surge_engine::limits::LINES_PER_ORDER_MAX + 1;
 
-fn write_snapshots<S: Storage>(storage: &S, engines: &Receiver<Box<Engine>>, shared: &Shared) {
-    let mut bytes = Vec::new();
-    while let Ok(engine) = engines.recv() {
-        engine.encode_snapshot(&mut bytes);
-        let sequence = engine.last_sequence().0;
-        match surge_journal::write_snapshot(storage, sequence, engine.last_at().0, &bytes) {
+/// How long an idle follower sleeps before looking at the durable sequence again, in case a wake
+/// was coalesced away.
+const FOLLOWER_IDLE_WAIT: Duration = Duration::from_millis(100);
+
+struct FollowerThread<J: Storage, S: Storage> {
+    engine: Engine,
+    tail: JournalTail<J>,
+    snapshots: S,
+    woken: Receiver<()>,
+    /// Where outputs go and where consumed ones come back; `None` without a consumer (or once it
+    /// went away).
+    outputs: Option<(Sender<Output>, Receiver<Output>)>,
+    shared: Arc<Shared>,
+    snapshot_every: u64,
+    since_snapshot: u64,
+    output_commands_max: usize,
+    /// An output taken for a chunk that brought no command, kept for the next.
+    idle_output: Option<Output>,
+    snapshot_bytes: Vec<u8>,
+    on_failure: JournalFailureHook,
+}
+
+impl<J: Storage, S: Storage> FollowerThread<J, S> {
+    fn run(mut self) {
+        loop {
+            // Read the flag before the sequence: once the journaler closed, the durable sequence
+            // read after it is the last one.
+            let closed = self.shared.journal_closed.load(Ordering::Acquire);
+            let durable = self.shared.durable_sequence.load(Ordering::Acquire);
+            if self.tail.next_seq() <= durable {
+                if let Err(error) = self.follow(Sequence(durable)) {
+                    // The journal we wrote does not read back: the disk lost or damaged records.
+                    (self.on_failure)(&error);
+                    return;
+                }
+                continue;
+            }
+            if closed {
+                break;
+            }
+            let _ = self.woken.recv_timeout(FOLLOWER_IDLE_WAIT);
+        }
+        // Shutdown: leave a snapshot of the final state so the next start replays nothing.
+        if self.since_snapshot > 0 {
+            self.write_snapshot();
+        }
+    }
+
+    /// Applies every journal record through `durable` and hands the outputs on, in chunks that
+    /// end where an output is full or a snapshot is due.
+    fn follow(&mut self, durable: Sequence) -> Result<(), DurableError> {
+        while self.tail.next_seq() <= durable.0 {
+            let mut output = self.fresh_output();
+            let output_room = if output.is_some() { self.output_commands_max } else { usize::MAX };
+            let snapshot_room = if self.snapshot_every > 0 {
+                usize::try_from(self.snapshot_every.saturating_sub(self.since_snapshot).max(1))
+                    .unwrap_or(usize::MAX)
+            } else {
+                usize::MAX
+            };
+            let budget = output_room.min(snapshot_room);
+            let mut applied = 0usize;
+            let mut failure = None;
+            let Self { engine, tail, .. } = self;
+            tail.read_through(durable.0, |record| {
+                let (command, attachment) = match decode_payload(record.kind, record.payload) {
+                    Ok(decoded) => decoded,
+                    Err(source) => {
+                        failure = Some(DurableError::Record {
+                            sequence: record.seq,
+                            segment: record.segment.to_owned(),
+                            offset: record.offset,
+                            source,
+                        });
+                        return ControlFlow::Break(());
+                    }
+                };
+                let (sequence, at) = (Sequence(record.seq), Timestamp(record.at));
+                match output.as_mut() {
+                    Some(output) => output.push(sequence, at, command, attachment, engine),
+                    None => {
+                        engine.apply(sequence, at, &command, &mut DiscardEvents);
+                    }
+                }
+                applied += 1;
+                if applied >= budget {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
+            self.since_snapshot += applied as u64;
+            self.shared.followed_sequence.store(self.engine.last_sequence().0, Ordering::Release);
+            if let Some(output) = output {
+                if output.commands.is_empty() {
+                    self.idle_output = Some(output);
+                } else {
+                    self.send(output);
+                }
+            }
+            if self.snapshot_every > 0 && self.since_snapshot >= self.snapshot_every {
+                self.write_snapshot();
+            }
+        }
+        Ok(())
+    }
+
+    fn fresh_output(&mut self) -> Option<Output> {
+        let (_, spare) = self.outputs.as_ref()?;
+        let output = self.idle_output.take().or_else(|| spare.try_recv().ok());
+        Some(output.unwrap_or_else(|| Output::with_capacity(self.output_commands_max)))
+    }
+
+    fn send(&mut self, output: Output) {
+        let Some((sender, _)) = &self.outputs else { return };
+        if sender.send(output).is_err() {
+            // The consumer went away (shutdown): keep following for the snapshots only.
+            self.outputs = None;
+        }
+    }
+
+    fn write_snapshot(&mut self) {
+        self.engine.encode_snapshot(&mut self.snapshot_bytes);
+        let sequence = self.engine.last_sequence().0;
+        match surge_journal::write_snapshot(
+            &self.snapshots,
+            sequence,
+            self.engine.last_at().0,
+            &self.snapshot_bytes,
+        ) {
             Ok(name) => {
-                shared.snapshot_sequence.store(sequence, Ordering::Relaxed);
-                tracing::info!(%name, sequence, bytes = bytes.len(), "snapshot written");
+                self.shared.snapshot_sequence.store(sequence, Ordering::Relaxed);
+                self.since_snapshot = 0;
+                tracing::info!(%name, sequence, bytes = self.snapshot_bytes.len(), "snapshot written");
             }
             // A failed snapshot loses nothing: the journal still holds every command.
             Err(error) => tracing::error!(%error, sequence, "snapshot failed"),

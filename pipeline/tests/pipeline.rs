@@ -10,8 +10,9 @@ use surge_engine::{
     Outcome, Rejection, ReleaseReason, Sequence, SkuId, WarehouseChoices, WarehouseId,
 };
 use surge_journal::MemStorage;
-use surge_pipeline::DurableError;
-use surge_pipeline::{Pipeline, PipelineConfig, SubmitError, SystemClock};
+use surge_pipeline::{
+    AppliedCommand, DurableError, Outputs, Pipeline, PipelineConfig, SubmitError, SystemClock,
+};
 
 fn config() -> PipelineConfig {
     PipelineConfig {
@@ -141,10 +142,40 @@ fn concurrent_buyers_never_get_more_than_the_stock() {
     pipeline.shutdown();
 }
 
+/// A pipeline on in-memory storage whose follower hands outputs on from the start.
+fn start_followed(journal: MemStorage, snapshots: MemStorage) -> (Pipeline, Outputs) {
+    let config = PipelineConfig { follow_from: Some(Sequence(0)), ..config() };
+    let (mut pipeline, _) =
+        Pipeline::start(config, journal, snapshots, SystemClock, Arc::new(never_called)).unwrap();
+    let outputs = pipeline.take_outputs().unwrap();
+    (pipeline, outputs)
+}
+
+/// A command as the follower handed it on: with its outcome, its events and its attachment.
+type Followed = (AppliedCommand, Vec<(Sequence, Event)>, Option<Vec<u8>>);
+
+/// Reads outputs until one covers `through`, for at most ten seconds; returns every command seen.
+fn follow_until(outputs: &Outputs, through: Sequence) -> Vec<Followed> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let mut last = Sequence(0);
+    while last < through {
+        assert!(Instant::now() < deadline, "the follower never reached {through:?} (at {last:?})");
+        let Ok(output) = outputs.recv_timeout(Duration::from_millis(100)) else { continue };
+        for command in output.commands() {
+            let events = output.events_of(command).to_vec();
+            let attachment = output.attachment_of(command).map(<[u8]>::to_vec);
+            seen.push((*command, events, attachment));
+        }
+        last = output.through();
+        outputs.recycle(output);
+    }
+    seen
+}
+
 #[test]
 fn the_sequencer_clock_expires_reservations() {
-    let (mut pipeline, _) = start_in_memory();
-    let events = pipeline.take_events().unwrap();
+    let (pipeline, outputs) = start_followed(MemStorage::new(), MemStorage::new());
     let handle = pipeline.handle();
     handle
         .submit(Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(0), on_hand: 1 })
@@ -157,40 +188,130 @@ fn the_sequencer_clock_expires_reservations() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut expired = false;
     while !expired && Instant::now() < deadline {
-        if let Ok(batch) = events.recv_timeout(Duration::from_millis(100)) {
-            expired = batch.events.iter().any(|(_, event)| {
-                matches!(event, Event::OrderTransitioned { order: o, state: OrderState::Expired, .. } if *o == order)
+        if let Ok(output) = outputs.recv_timeout(Duration::from_millis(100)) {
+            expired = output.events().iter().any(|(_, event)| {
+                matches!(event, Event::OrderTransitioned { order: o, state: OrderState::Expired, .. } if o == &order)
             });
+            outputs.recycle(output);
         }
     }
     assert!(expired, "no expiry event within 10 s");
     // The unit is available again.
     let again = handle.submit(reserve(2, 1, 1, Duration::from_secs(60))).unwrap().wait().unwrap();
     assert!(matches!(again.outcome, Outcome::Reserved { .. }), "{again:?}");
-    drop(events);
+    drop(outputs);
     pipeline.shutdown();
 }
 
 #[test]
-fn every_applied_batch_is_handed_on_even_without_events() {
-    let (mut pipeline, _) = start_in_memory();
-    let events = pipeline.take_events().unwrap();
+fn the_follower_hands_on_every_command_with_its_outcome_and_attachment() {
+    let (pipeline, outputs) = start_followed(MemStorage::new(), MemStorage::new());
     let handle = pipeline.handle();
-    // A rejected release changes nothing and announces nothing.
-    let command = Command::Release { order: OrderId(999), reason: ReleaseReason::PaymentFailed };
-    let applied = handle.submit(command).unwrap().wait().unwrap();
-    assert!(matches!(applied.outcome, Outcome::Rejected(_)), "{applied:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = Sequence(0);
-    while seen < applied.sequence && Instant::now() < deadline {
-        if let Ok(batch) = events.recv_timeout(Duration::from_millis(100)) {
-            assert!(batch.events.is_empty(), "{batch:?}");
-            seen = batch.last_sequence;
-        }
-    }
-    assert!(seen >= applied.sequence, "the reader never learned of {:?}", applied.sequence);
-    drop(events);
+    let stock = Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(0), on_hand: 1 };
+    let stocked = handle.submit(stock).unwrap().wait().unwrap();
+    let first = handle
+        .try_submit_with(reserve(1, 1, 1, Duration::from_secs(60)), b"order record".to_vec())
+        .unwrap()
+        .wait()
+        .unwrap();
+    // A refusal changes nothing and announces nothing, and is handed on all the same.
+    let second = handle
+        .try_submit_with(reserve(2, 1, 1, Duration::from_secs(60)), vec![7; 3])
+        .unwrap()
+        .wait()
+        .unwrap();
+    let release = Command::Release { order: OrderId(999), reason: ReleaseReason::PaymentFailed };
+    let rejected = handle.submit(release).unwrap().wait().unwrap();
+    let seen = follow_until(&outputs, rejected.sequence);
+    let by_sequence = |sequence: Sequence| {
+        seen.iter().find(|(command, ..)| command.sequence == sequence).expect("handed on")
+    };
+    let (command, events, attachment) = by_sequence(first.sequence);
+    assert_eq!((command.outcome, command.at), (first.outcome, first.at), "the engine's outcome");
+    assert_eq!(attachment.as_deref(), Some(&b"order record"[..]));
+    assert!(events.iter().any(|(_, event)| matches!(event, Event::OrderReserved { .. })));
+    let (command, events, attachment) = by_sequence(second.sequence);
+    assert_eq!(command.outcome, second.outcome);
+    assert!(matches!(command.outcome, Outcome::Rejected(Rejection::OutOfStock { .. })));
+    assert!(events.is_empty());
+    assert_eq!(attachment.as_deref(), Some(&[7u8; 3][..]));
+    let (command, events, attachment) = by_sequence(rejected.sequence);
+    assert!(matches!(command.outcome, Outcome::Rejected(Rejection::UnknownOrder)));
+    assert!(events.is_empty() && attachment.is_none());
+    assert!(by_sequence(stocked.sequence).2.is_none(), "no attachment, none handed on");
+    let sequences: Vec<u64> = seen.iter().map(|(command, ..)| command.sequence.0).collect();
+    assert_eq!(sequences, (1..=rejected.sequence.0).collect::<Vec<_>>(), "each once, in order");
+    drop(outputs);
     pipeline.shutdown();
+}
+
+#[test]
+fn an_attachment_beyond_the_limit_is_refused_before_the_queue() {
+    let (pipeline, _) = start_in_memory();
+    let handle = pipeline.handle();
+    let attachment = vec![0; surge_pipeline::ATTACHMENT_BYTES_MAX + 1];
+    let refused = handle.try_submit_with(reserve(1, 1, 1, Duration::from_secs(60)), attachment);
+    assert!(matches!(refused, Err(SubmitError::AttachmentTooLarge)));
+    assert_eq!(handle.stats().queue_len, 0);
+    pipeline.shutdown();
+}
+
+#[test]
+fn the_follower_writes_the_snapshots_and_a_restart_uses_them() {
+    let (journal, snapshots) = (MemStorage::new(), MemStorage::new());
+    let config = PipelineConfig { snapshot_every: 5, ..config() };
+    let digest;
+    {
+        let (pipeline, _) = Pipeline::start(
+            config.clone(),
+            journal.clone(),
+            snapshots.clone(),
+            SystemClock,
+            Arc::new(never_called),
+        )
+        .unwrap();
+        let handle = pipeline.handle();
+        for on_hand in 1..=12 {
+            let stock = Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(0), on_hand };
+            handle.submit(stock).unwrap().wait().unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while handle.stats().snapshot_sequence < 10 {
+            assert!(Instant::now() < deadline, "no snapshot at 10: {:?}", handle.stats());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        pipeline.shutdown();
+        let recovery = surge_journal::scan(&journal).unwrap();
+        let (engine, _) =
+            surge_pipeline::restore(config.limits, &journal, &MemStorage::new(), &recovery, None)
+                .unwrap();
+        digest = engine.digest();
+    }
+    let (pipeline, report) =
+        Pipeline::start(config, journal, snapshots, SystemClock, Arc::new(never_called)).unwrap();
+    assert_eq!(report.snapshot_sequence, 12, "shutdown leaves the follower's final snapshot");
+    assert_eq!(report.replayed, 0);
+    let progress = pipeline.handle().query_blocking(surge_engine::Query::progress()).unwrap();
+    assert!(
+        matches!(progress, surge_engine::Query::Progress(Some(p)) if p.last_sequence == Sequence(12))
+    );
+    let recovery = surge_journal::scan(&MemStorage::new()).unwrap();
+    assert!(recovery.segments.is_empty());
+    pipeline.shutdown();
+    assert_ne!(digest, 0);
+}
+
+#[test]
+fn a_consumer_ahead_of_the_journal_is_refused() {
+    let config = PipelineConfig { follow_from: Some(Sequence(5)), ..config() };
+    let started = Pipeline::start(
+        config,
+        MemStorage::new(),
+        MemStorage::new(),
+        SystemClock,
+        Arc::new(never_called),
+    );
+    assert!(matches!(started, Err(DurableError::ConsumerAhead { consumer: 5, journal: 0 })));
 }
 
 #[test]
@@ -218,26 +339,34 @@ fn a_failed_fsync_acknowledges_nothing_of_its_batch() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn queries_read_the_state_after_every_earlier_command() {
+async fn queries_read_the_state_after_every_acknowledged_command() {
     let (pipeline, _) = start_in_memory();
     let handle = pipeline.handle();
     let stock = Command::SetStock { sku: SkuId(4), warehouse: WarehouseId(1), on_hand: 9 };
-    let _ticket = handle.try_submit(stock).unwrap();
-    let _ticket = handle.try_submit(reserve(1, 4, 2, Duration::from_secs(60))).unwrap();
-    // Not awaited: the query still sees both, because it queues behind them.
-    let (level, live) = handle
-        .query(|engine| (engine.stock(SkuId(4), WarehouseId(1)), engine.live_orders()))
+    handle.try_submit(stock).unwrap().outcome().await.unwrap();
+    let reserved = handle
+        .try_submit(reserve(1, 4, 2, Duration::from_secs(60)))
+        .unwrap()
+        .outcome()
         .await
         .unwrap();
-    let level = level.expect("the cell exists");
-    assert_eq!((level.on_hand, level.reserved, live), (9, 2, 1));
-    let durable = handle.stats().durable_sequence;
-    assert_eq!(handle.query(|engine| engine.last_sequence().0).await.unwrap(), durable);
+    let Outcome::Reserved { order, .. } = reserved.outcome else { panic!("{reserved:?}") };
+    let answer = handle.query(surge_engine::Query::stock(vec![SkuId(4)], 8)).await.unwrap();
+    let surge_engine::Query::Stock(stock) = &answer else { panic!("{answer:?}") };
+    let cell = stock.cells()[0];
+    assert_eq!((cell.warehouse, cell.level.on_hand, cell.level.reserved), (WarehouseId(1), 9, 2));
+    let answer =
+        handle.query(surge_engine::Query::orders(vec![order, OrderId(999)])).await.unwrap();
+    let surge_engine::Query::Orders(orders) = &answer else { panic!("{answer:?}") };
+    assert_eq!(orders.states(), [Some(OrderState::PendingPayment), None]);
+    let answer = handle.query(surge_engine::Query::progress()).await.unwrap();
+    let surge_engine::Query::Progress(Some(progress)) = answer else { panic!("{answer:?}") };
+    assert_eq!((progress.last_sequence, progress.live_orders), (reserved.sequence, 1));
     tokio::task::spawn_blocking(move || pipeline.shutdown()).await.unwrap();
 }
 
 #[test]
-fn a_restart_hands_back_the_events_a_consumer_missed() {
+fn a_restart_hands_on_what_a_consumer_missed() {
     let dir = tempfile::tempdir().unwrap();
     let order;
     {
@@ -254,13 +383,15 @@ fn a_restart_hands_back_the_events_a_consumer_missed() {
         // Shutdown writes a snapshot at sequence 3; the consumer only got as far as 1.
         pipeline.shutdown();
     }
-    let config = PipelineConfig { events_after: Some(surge_engine::Sequence(1)), ..config() };
-    let (pipeline, report) = Pipeline::open_dir(dir.path(), config).unwrap();
-    assert_eq!(report.snapshot_sequence, 0, "the snapshot after the consumer's point is not used");
-    let sequences: Vec<u64> = report.missed_events.iter().map(|(sequence, _)| sequence.0).collect();
-    assert!(sequences.windows(2).all(|pair| pair[0] <= pair[1]) && sequences[0] == 2);
-    assert!(report.missed_events.iter().any(|(sequence, event)| sequence.0 == 3
-        && matches!(event, Event::OrderTransitioned { order: o, state: OrderState::Confirmed, .. } if *o == order)));
-    assert!(!report.missed_events.iter().any(|(sequence, _)| sequence.0 <= 1));
+    let config = PipelineConfig { follow_from: Some(Sequence(1)), ..config() };
+    let (mut pipeline, report) = Pipeline::open_dir(dir.path(), config).unwrap();
+    assert_eq!(report.snapshot_sequence, 3, "the engine thread starts from the newest snapshot");
+    let outputs = pipeline.take_outputs().unwrap();
+    let seen = follow_until(&outputs, Sequence(3));
+    let sequences: Vec<u64> = seen.iter().map(|(command, ..)| command.sequence.0).collect();
+    assert_eq!(sequences, [2, 3], "exactly what the consumer missed");
+    assert!(seen[1].1.iter().any(|(_, event)| matches!(event,
+        Event::OrderTransitioned { order: o, state: OrderState::Confirmed, .. } if o == &order)));
+    drop(outputs);
     pipeline.shutdown();
 }

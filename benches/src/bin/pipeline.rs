@@ -96,7 +96,11 @@ fn main() -> anyhow::Result<()> {
     ensure!(args.rate != Some(0), "--rate must be positive");
     let temporary = tempfile::tempdir().context("creating a temporary data directory")?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| temporary.path().to_path_buf());
-    let mut config = PipelineConfig::default();
+    // The follower hands every command on, as it does for the gateway's projection.
+    let mut config = PipelineConfig {
+        follow_from: Some(surge_engine::Sequence(0)),
+        ..PipelineConfig::default()
+    };
     if let Some(snapshot_every) = args.snapshot_every {
         config.snapshot_every = snapshot_every;
     }
@@ -111,9 +115,15 @@ fn main() -> anyhow::Result<()> {
     let (mut pipeline, report) =
         Pipeline::open_dir(&data_dir, config.clone()).context("opening the pipeline")?;
     eprintln!("  restored: snapshot at {}, {} replayed", report.snapshot_sequence, report.replayed);
-    let events = pipeline.take_events().context("the event stream is taken once")?;
-    let event_reader =
-        thread::spawn(move || events.iter().map(|batch| batch.events.len() as u64).sum::<u64>());
+    let outputs = pipeline.take_outputs().context("the outputs are taken once")?;
+    let event_reader = thread::spawn(move || {
+        let mut events = 0u64;
+        while let Some(output) = outputs.recv() {
+            events += output.events().len() as u64;
+            outputs.recycle(output);
+        }
+        events
+    });
     let handle = pipeline.handle();
 
     let prefill_started = Instant::now();

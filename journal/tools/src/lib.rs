@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{json, Value};
 use surge_engine::codec::decode_command;
+use surge_engine::time::rfc3339;
 use surge_engine::{Command, Expiry, Limits, ReleaseReason, Sequence, Timestamp};
 use surge_journal::{FsStorage, JournalError};
 
@@ -185,38 +186,6 @@ pub fn command_json(command: &Command) -> Value {
         Command::Deliver { order } => json!({"type": "deliver", "order": order.0}),
     }
 }
-
-/// `2026-11-22T06:55:50.123456789Z` for a timestamp in nanoseconds since the Unix epoch.
-pub fn rfc3339(at: Timestamp) -> String {
-    let seconds = at.0 / 1_000_000_000;
-    let nanos = at.0 % 1_000_000_000;
-    let days = seconds / 86_400;
-    let second_of_day = seconds % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
-    )
-}
-
-/// Gregorian date of a count of days since 1970-01-01 (the proleptic calendar algorithm that counts
-/// in 400-year eras of 146 097 days, with years starting on 1 March so leap days fall last).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,13 +225,5 @@ mod tests {
         let cart = Some(surge_engine::CartVersion(u64::MAX));
         let checkout = command_json(&Command::Reserve { buyer, expiry, cart, lines, warehouses });
         assert_eq!(checkout["cart_version"], u64::MAX);
-    }
-
-    #[test]
-    fn renders_known_instants() {
-        assert_eq!(rfc3339(Timestamp(0)), "1970-01-01T00:00:00.000000000Z");
-        // 2000-02-29 (a leap day in a year divisible by 400) 12:34:56.000000007
-        assert_eq!(rfc3339(Timestamp(951_827_696_000_000_007)), "2000-02-29T12:34:56.000000007Z");
-        assert_eq!(rfc3339(Timestamp(1_795_330_550_000_000_000)), "2026-11-22T06:55:50.000000000Z");
     }
 }
