@@ -45,8 +45,9 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 // ----- The order record -----
 
-/// One history row: a status and when the engine stamped the command that caused it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One step of an order's history: a status and when the engine stamped the command that caused
+/// it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 pub struct Transition {
     pub status: String,
     pub at: String,
@@ -127,7 +128,8 @@ fn read_order(connection: &Connection, order: OrderId) -> Result<Option<OrderRec
     };
     let row = connection
         .prepare_cached(
-            "SELECT buyer_id, created_at, expires_at, total_cents, currency, lines, shipping, status
+            "SELECT buyer_id, created_at, expires_at, total_cents, currency, lines, shipping, status,
+                    history
              FROM orders WHERE id = ?1",
         )?
         .query_row([id], |row| {
@@ -140,11 +142,21 @@ fn read_order(connection: &Connection, order: OrderId) -> Result<Option<OrderRec
                 row.get::<_, String>(5)?,
                 row.get::<_, String>(6)?,
                 row.get::<_, String>(7)?,
+                row.get::<_, String>(8)?,
             ))
         })
         .optional()?;
-    let Some((buyer_id, created_at, expires_at, total_cents, currency, lines, shipping, status)) =
-        row
+    let Some((
+        buyer_id,
+        created_at,
+        expires_at,
+        total_cents,
+        currency,
+        lines,
+        shipping,
+        status,
+        history,
+    )) = row
     else {
         return Ok(None);
     };
@@ -162,24 +174,12 @@ fn read_order(connection: &Connection, order: OrderId) -> Result<Option<OrderRec
         },
         status,
         shipping: serde_json::from_str(&shipping).map_err(ApiError::internal)?,
-        transitions: read_transitions(connection, id)?,
+        transitions: serde_json::from_str(&history).map_err(ApiError::internal)?,
     }))
 }
 
 fn parse_lines(text: &str) -> Result<Vec<OrderLine>, ApiError> {
     serde_json::from_str(text).map_err(ApiError::internal)
-}
-
-/// The history of one order, by the sequence of the command that caused each step.
-fn read_transitions(connection: &Connection, order: i64) -> Result<Vec<Transition>, ApiError> {
-    let mut statement = connection.prepare_cached(
-        "SELECT status, at FROM order_transitions WHERE order_id = ?1
-         ORDER BY seq IS NULL, seq, id",
-    )?;
-    let transitions = statement
-        .query_map([order], |row| Ok(Transition { status: row.get(0)?, at: row.get(1)? }))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(transitions)
 }
 
 /// Reads with `read` once the rows have followed the engine as of now.

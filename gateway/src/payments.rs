@@ -230,9 +230,8 @@ pub async fn due_work(db: &crate::db::Db) -> Result<Vec<Work>, ApiError> {
     db.read(|connection| {
         let mut work = Vec::new();
         let mut statement = connection.prepare(
-            "SELECT o.id, p.token, p.amount_cents, p.currency, o.expires_at
-             FROM orders o JOIN payments p ON p.order_id = o.id
-             WHERE o.status = 'pending_payment' AND p.status = 'pending' ORDER BY o.id",
+            "SELECT id, payment_token, total_cents, currency, expires_at FROM orders
+             WHERE status = 'pending_payment' AND payment = 'pending' ORDER BY id",
         )?;
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {
@@ -247,10 +246,10 @@ pub async fn due_work(db: &crate::db::Db) -> Result<Vec<Work>, ApiError> {
             });
         }
         let mut statement = connection.prepare(
-            "SELECT p.order_id, p.amount_cents FROM payments p
-             WHERE p.status = 'refund_due'
-               AND NOT EXISTS (SELECT 1 FROM refunds_sent r WHERE r.order_id = p.order_id)
-             ORDER BY p.order_id",
+            "SELECT o.id, o.total_cents FROM orders o
+             WHERE o.payment = 'refund_due'
+               AND NOT EXISTS (SELECT 1 FROM refunds_sent r WHERE r.order_id = o.id)
+             ORDER BY o.id",
         )?;
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {

@@ -4,9 +4,9 @@
 //!  Outputs (follower) ─▶ surge-projector thread
 //!                          ├─▶ checkout keys (memory): every keyed Reserve settles its key
 //!                          ├─▶ search feeder: stock availability changes
-//!                          ├─▶ SQLite, one transaction per group of outputs: orders, order_skus,
-//!                          │   order_transitions, payments, checkout_answers, emptied carts, and
-//!                          │   the watermark (surge_orders_svc::project)
+//!                          ├─▶ SQLite, one transaction per group of outputs: orders (with their
+//!                          │   history and payment), order_skus, checkout_answers, emptied carts,
+//!                          │   and the watermark (surge_orders_svc::project)
 //!                          └─▶ after the commit: payment work (charges, refunds) to the driver
 //! ```
 //!
@@ -173,7 +173,7 @@ impl Projector {
         loop {
             let outputs = Arc::clone(batch);
             let registry = Arc::clone(&self.registry);
-            let written = self.runtime.block_on(self.db.write(move |tx| {
+            let written = self.runtime.block_on(self.db.write_rebuildable(move |tx| {
                 let mut store = SqliteStore::new(tx);
                 let (mut work, mut skipped) = (Vec::new(), Vec::new());
                 let name = |id| registry.warehouse_name(id);

@@ -1,5 +1,7 @@
-//! The projection's store in SQLite: `orders`, `order_skus`, `order_transitions`, `payments`,
-//! `checkout_answers`, the watermark in `meta`, and the emptying of a checked-out cart.
+//! The projection's store in SQLite: `orders` (one row per order, holding its status, its history
+//! as a JSON array of `{status, at}` and its payment's status), `order_skus` (the lines by seller,
+//! for sellers' views and reconciliation), `checkout_answers`, the watermark in `meta`, and the
+//! emptying of a checked-out cart.
 //!
 //! It runs inside a transaction the caller owns (the gateway's single database writer), so the
 //! rows of an output and the watermark commit together. Statements are prepared once per
@@ -66,11 +68,12 @@ impl OrderStore for SqliteStore<'_> {
             .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
         let shipping = serde_json::to_string(&order.shipping)
             .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+        let history = serde_json::json!([{"status": "pending_payment", "at": placed.created_at}]);
         self.tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO orders (id, buyer_id, created_at, expires_at, total_cents,
-                     currency, lines, shipping, payment_token, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending_payment')",
+                     currency, lines, shipping, payment_token, status, history, payment)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending_payment', ?10, 'pending')",
             )?
             .execute(params![
                 order_id,
@@ -82,6 +85,7 @@ impl OrderStore for SqliteStore<'_> {
                 lines,
                 shipping,
                 order.payment_token,
+                history.to_string(),
             ])?;
         let mut line_insert = self.tx.prepare_cached(
             "INSERT OR IGNORE INTO order_skus (order_id, sku, seller_id, quantity)
@@ -90,25 +94,6 @@ impl OrderStore for SqliteStore<'_> {
         for (line, seller) in placed.lines.iter().zip(&order.sellers) {
             line_insert.execute(params![order_id, line.sku, seller, line.quantity])?;
         }
-        self.tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO order_transitions (order_id, status, at, seq)
-                 VALUES (?1, 'pending_payment', ?2, ?3)",
-            )?
-            .execute(params![order_id, placed.created_at, order_id])?;
-        self.tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO payments (order_id, token, amount_cents, currency, status,
-                     updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
-            )?
-            .execute(params![
-                order_id,
-                order.payment_token,
-                placed.total_cents,
-                placed.currency,
-                placed.created_at
-            ])?;
         Ok(())
     }
 
@@ -116,18 +101,13 @@ impl OrderStore for SqliteStore<'_> {
         &mut self,
         order: OrderId,
     ) -> rusqlite::Result<Option<(OrderStatus, PaymentStatus, i64)>> {
-        let row: Option<(String, Option<String>, i64)> = self
+        let row: Option<(String, String, i64)> = self
             .tx
-            .prepare_cached(
-                "SELECT o.status, p.status, o.total_cents
-                 FROM orders o LEFT JOIN payments p ON p.order_id = o.id WHERE o.id = ?1",
-            )?
+            .prepare_cached("SELECT status, payment, total_cents FROM orders WHERE id = ?1")?
             .query_row([id(order)?], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
             .optional()?;
         Ok(row.and_then(|(status, payment, amount)| {
-            let status = OrderStatus::parse(&status)?;
-            let payment = payment.as_deref().and_then(PaymentStatus::parse)?;
-            Some((status, payment, amount))
+            Some((OrderStatus::parse(&status)?, PaymentStatus::parse(&payment)?, amount))
         }))
     }
 
@@ -135,25 +115,17 @@ impl OrderStore for SqliteStore<'_> {
         &mut self,
         order: OrderId,
         status: OrderStatus,
-        sequence: Sequence,
+        _sequence: Sequence,
         at: Timestamp,
     ) -> rusqlite::Result<()> {
-        let order_id = id(order)?;
-        let changed = self
-            .tx
-            .prepare_cached("UPDATE orders SET status = ?2 WHERE id = ?1")?
-            .execute(params![order_id, status.as_str()])?;
-        if changed == 0 {
-            return Ok(());
-        }
-        let sequence = i64::try_from(sequence.0)
-            .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+        // The history is in the order the projection applies commands: the journal's.
         self.tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO order_transitions (order_id, status, at, seq)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "UPDATE orders SET status = ?2,
+                     history = json_insert(history, '$[#]', json_object('status', ?2, 'at', ?3))
+                 WHERE id = ?1",
             )?
-            .execute(params![order_id, status.as_str(), text_at(at), sequence])?;
+            .execute(params![id(order)?, status.as_str(), text_at(at)])?;
         Ok(())
     }
 
@@ -161,11 +133,11 @@ impl OrderStore for SqliteStore<'_> {
         &mut self,
         order: OrderId,
         status: PaymentStatus,
-        at: Timestamp,
+        _at: Timestamp,
     ) -> rusqlite::Result<()> {
         self.tx
-            .prepare_cached("UPDATE payments SET status = ?2, updated_at = ?3 WHERE order_id = ?1")?
-            .execute(params![id(order)?, status.as_str(), text_at(at)])?;
+            .prepare_cached("UPDATE orders SET payment = ?2 WHERE id = ?1")?
+            .execute(params![id(order)?, status.as_str()])?;
         Ok(())
     }
 
