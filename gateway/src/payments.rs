@@ -56,15 +56,17 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
 }
 
 /// Where a provider running in this process delivers its webhooks: the same function the HTTP
-/// route calls, signature check included.
+/// route calls, signature check included. It does not keep the services alive: a delivery after
+/// they stopped fails, as it would against a server that is down, and the provider retries.
 #[derive(Clone, Debug)]
 pub struct WebhookSink {
-    state: Arc<AppState>,
+    state: std::sync::Weak<AppState>,
 }
 
 impl WebhookSink {
     pub async fn deliver(&self, signature: &str, body: &[u8]) -> Result<(), ApiError> {
-        process_webhook(&self.state, Some(signature), body).await
+        let state = self.state.upgrade().ok_or_else(ApiError::overloaded)?;
+        process_webhook(&state, Some(signature), body).await
     }
 }
 
@@ -170,18 +172,19 @@ pub async fn process_webhook(
 /// drives again whatever is still due) never charges or refunds twice.
 #[derive(Debug)]
 pub struct Driver {
-    state: Arc<AppState>,
+    /// Weak, like [`WebhookSink`]: the driver must not keep stopped services alive.
+    state: std::sync::Weak<AppState>,
     provider: Arc<dyn PaymentProvider>,
     db: crate::db::Db,
 }
 
 impl Driver {
     pub fn new(
-        state: Arc<AppState>,
+        state: &Arc<AppState>,
         provider: Arc<dyn PaymentProvider>,
         db: crate::db::Db,
     ) -> Driver {
-        Driver { state, provider, db }
+        Driver { state: Arc::downgrade(state), provider, db }
     }
 
     /// Runs until the work channel closes (the projector stopped).
@@ -200,7 +203,7 @@ impl Driver {
         match item {
             Work::Charge { order, token, amount_cents, currency, expires_at } => {
                 let charge = Charge { order, token, amount_cents, currency, expires_at };
-                self.provider.charge(charge, WebhookSink { state: Arc::clone(&self.state) });
+                self.provider.charge(charge, WebhookSink { state: self.state.clone() });
             }
             Work::Refund { order, amount_cents } => {
                 self.provider.refund(order, amount_cents);

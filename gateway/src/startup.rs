@@ -112,8 +112,7 @@ where
         let _ = redo.send(item);
     }
     drop(redo);
-    let driver =
-        Driver::new(Arc::clone(state), Arc::clone(&provider), db.clone()).spawn(work_queue);
+    let driver = Driver::new(state, Arc::clone(&provider), db.clone()).spawn(work_queue);
     let sweeper = crate::retention::spawn_sweeper(db.clone());
     let services = Services {
         rate_limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),

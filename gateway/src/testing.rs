@@ -57,11 +57,7 @@ impl TestApp {
         let tokens =
             Tokens::load(dir.path(), Some(ADMIN_TOKEN.to_owned()), Duration::from_secs(3600))
                 .expect("tokens");
-        let config = Config {
-            webhook_secret: WEBHOOK_SECRET.to_owned(),
-            payment_latency: Duration::from_millis(5),
-            ..config
-        };
+        let config = Config { webhook_secret: WEBHOOK_SECRET.to_owned(), ..config };
         let paths =
             Paths { database: dir.path().join("surge.db"), search_dir: dir.path().to_owned() };
         let state = Arc::new(AppState::default());
@@ -97,12 +93,13 @@ impl TestApp {
         self.state.services().expect("the test app is ready")
     }
 
-    /// A config with rate limiting off and a short reservation window.
+    /// A config with rate limiting off, a short reservation window and a quick sandbox.
     pub fn config() -> Config {
         Config {
             rate_per_second: 0,
             rate_burst: 0,
             reservation_ttl: Duration::from_secs(60),
+            payment_latency: Duration::from_millis(5),
             ..Config::default()
         }
     }

@@ -368,3 +368,224 @@ async fn cart_lines_are_removed_one_by_one_or_all_at_once() {
     let (status, _) = sale.app.call(Method::GET, "/v1/cart", Some(&sale.seller), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a seller has no cart");
 }
+
+impl Sale {
+    /// A checkout whose client gives up after `patience`: the request future is dropped there, as
+    /// the server drops a handler whose connection closed. `None` when it gave up.
+    async fn checkout_impatient(
+        &self,
+        key: &str,
+        body: Value,
+        patience: Duration,
+    ) -> Option<(StatusCode, Value, bool)> {
+        tokio::time::timeout(patience, self.checkout(key, body)).await.ok()
+    }
+
+    /// Retries a checkout until it is answered with something other than `409 conflict` (the
+    /// first attempt still in flight), for at most ten seconds.
+    async fn checkout_patiently(&self, key: &str, body: Value) -> (StatusCode, Value, bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, answer, replayed) = self.checkout(key, body.clone()).await;
+            if status != StatusCode::CONFLICT || answer["code"] != "conflict" {
+                return (status, answer, replayed);
+            }
+            assert!(Instant::now() < deadline, "key {key} stayed in flight: {answer}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn reconciled(&self) {
+        let (status, report) =
+            self.app.call(Method::GET, "/v1/admin/reconciliation", Some(ADMIN_TOKEN), None).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["ok"], true, "{report}");
+    }
+
+    /// The buyer's orders, every page.
+    async fn orders(&self) -> Vec<Value> {
+        let (status, page) =
+            self.app.call(Method::GET, "/v1/orders?size=100", Some(&self.buyer), None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page["next_cursor"].is_null(), "more than one page: {page}");
+        page["orders"].as_array().unwrap().clone()
+    }
+
+    /// Orders the engine holds (pending, confirmed or shipped).
+    async fn live_orders(&self) -> u32 {
+        let engine = &self.app.services().engine;
+        surge_gateway::progress(engine).await.unwrap().live_orders
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_give_up_at_any_moment_get_one_order_per_key_and_every_payment() {
+    let sale = sale(TestApp::config()).await;
+    sale.stock("A", "near", 1_000).await;
+    // 40 clients give up after 0 to 3.9 ms, at whatever point of the checkout that falls on
+    // (parsing, the key claim, the engine queue, the fsync, the answer), then retry patiently.
+    let body = buy(&json!([{"sku": "A", "quantity": 1}]), "tok_ok", "10115");
+    let mut given_up = 0;
+    for attempt in 0..40u64 {
+        let patience = Duration::from_micros(attempt * 100);
+        let key = format!("impatient-{attempt}");
+        if sale.checkout_impatient(&key, body.clone(), patience).await.is_none() {
+            given_up += 1;
+        }
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for attempt in 0..40u64 {
+        let (status, order, _) =
+            sale.checkout_patiently(&format!("impatient-{attempt}"), body.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        ids.insert(order["order_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 40, "one order per key ({given_up} clients gave up)");
+    for id in &ids {
+        sale.wait_for_status(id, "confirmed").await;
+    }
+    let orders = sale.orders().await;
+    assert_eq!(orders.len(), 40, "no order without a key's answer");
+    assert_eq!(sale.stock_of("A").await["sold"], 40);
+    assert_eq!(sale.live_orders().await, 40, "no reservation without an order");
+    sale.reconciled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_whose_client_goes_away_is_still_refunded() {
+    let sale = sale(TestApp::config()).await;
+    sale.stock("A", "near", 100).await;
+    let body = buy(&json!([{"sku": "A", "quantity": 1}]), "tok_ok", "10115");
+    let mut ids = Vec::new();
+    for attempt in 0..20 {
+        let (status, order, _) = sale.checkout(&format!("c{attempt}"), body.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        let id = order["order_id"].as_str().unwrap().to_owned();
+        sale.wait_for_status(&id, "confirmed").await;
+        ids.push(id);
+    }
+    for (attempt, id) in ids.iter().enumerate() {
+        let path = format!("/v1/orders/{id}/cancel");
+        let patience = Duration::from_micros(attempt as u64 * 150);
+        let cancel = sale.app.call(Method::POST, &path, Some(&sale.buyer), None);
+        if let Ok((status, answer)) = tokio::time::timeout(patience, cancel).await {
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+    }
+    // Retried until the order reads cancelled (a retry of a done cancel is a `409`).
+    for id in &ids {
+        let path = format!("/v1/orders/{id}/cancel");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, order) = sale
+                .app
+                .call(Method::GET, &format!("/v1/orders/{id}"), Some(&sale.buyer), None)
+                .await;
+            if order["status"] == "cancelled" {
+                break;
+            }
+            let (status, answer) =
+                sale.app.call(Method::POST, &path, Some(&sale.buyer), None).await;
+            assert!(status == StatusCode::OK || status == StatusCode::CONFLICT, "{answer}");
+            assert!(Instant::now() < deadline, "{id} never cancelled");
+        }
+    }
+    // Every cancelled paid order is refunded exactly once, by the driver, from the journal.
+    let sandbox = &sale.app.running.as_ref().unwrap().sandbox;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ledger = sandbox.ledger.lock().unwrap().clone();
+        let refunded = ledger.values().filter(|entry| entry.refunds == 1).count();
+        assert!(
+            ledger.values().all(|entry| entry.charges == 1 && entry.refunds <= 1),
+            "{ledger:?}"
+        );
+        if refunded == ids.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "refunded {refunded} of {}: {ledger:?}", ids.len());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sale.stock_of("A").await["sold"], 0);
+    sale.reconciled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_checked_out_by_six_requests_at_once_is_bought_once() {
+    let sale = sale(TestApp::config()).await;
+    sale.stock("A", "near", 100).await;
+    let (status, cart) = sale
+        .app
+        .call(Method::PUT, "/v1/cart/items/A", Some(&sale.buyer), Some(json!({"quantity": 3})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cart}");
+    let body = json!({"shipping": {"name": "Ann", "line1": "Main St 1", "city": "Berlin", "postal_code": "10115"}, "payment": {"token": "tok_ok"}});
+    // Two tabs and a double click: six requests with their own keys, at once.
+    let tab = |key: &'static str| sale.checkout(key, body.clone());
+    let (a, b, c, d, e, f) = tokio::join!(
+        tab("tab-1"),
+        tab("tab-2"),
+        tab("tab-3"),
+        tab("tab-4"),
+        tab("tab-5"),
+        tab("tab-6")
+    );
+    let answers = [a, b, c, d, e, f];
+    let created = answers.iter().filter(|(status, ..)| *status == StatusCode::CREATED).count();
+    assert_eq!(created, 1, "{answers:?}");
+    for (status, answer, _) in &answers {
+        // The others found the version claimed, or the cart already emptied.
+        assert!(
+            *status == StatusCode::CREATED
+                || (*status == StatusCode::CONFLICT && answer["code"] == "conflict")
+                || *status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{answer}"
+        );
+    }
+    let stock = sale.stock_of("A").await;
+    assert_eq!(stock["reserved"].as_u64().unwrap() + stock["sold"].as_u64().unwrap(), 3);
+    // A new version of the cart is a new purchase.
+    let (status, _) = sale
+        .app
+        .call(Method::PUT, "/v1/cart/items/A", Some(&sale.buyer), Some(json!({"quantity": 1})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, order, _) = sale.checkout("tab-again", body).await;
+    assert_eq!(
+        (status, order["total_cents"].as_i64()),
+        (StatusCode::CREATED, Some(1000)),
+        "{order}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_keys_replay_and_pending_payments_are_driven_again() {
+    // A provider that would answer in an hour: the order is still pending when the server stops.
+    let slow = Config { payment_latency: Duration::from_secs(3600), ..TestApp::config() };
+    let sale = sale(slow).await;
+    sale.stock("A", "near", 10).await;
+    let body = buy(&json!([{"sku": "A", "quantity": 1}]), "tok_ok", "10115");
+    let (status, first, _) = sale.checkout("before", body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let id = first["order_id"].as_str().unwrap().to_owned();
+    let Sale { app, seller, buyer } = sale;
+    let (dir, journal) = app.stop().await;
+    let app = TestApp::start_in(TestApp::config(), dir, journal).await;
+    let sale = Sale { app, seller, buyer };
+    // Driven again at start, from the rows; charged once by this provider.
+    sale.wait_for_status(&id, "confirmed").await;
+    let ledger = sale.app.running.as_ref().unwrap().sandbox.ledger.lock().unwrap().clone();
+    assert_eq!(ledger.values().map(|entry| entry.charges).sum::<u32>(), 1, "{ledger:?}");
+    let (status, again, replayed) = sale.checkout("before", body.clone()).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, true), "{again}");
+    assert_eq!(again, first, "the same answer after a restart");
+    let mut other = body.clone();
+    other["items"][0]["quantity"] = json!(2);
+    let (status, problem, _) = sale.checkout("before", other).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused"))
+    );
+    assert_eq!(sale.stock_of("A").await["sold"], 1);
+    sale.reconciled().await;
+}
