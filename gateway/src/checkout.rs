@@ -522,12 +522,20 @@ fn bump_cart_version(tx: &rusqlite::Transaction<'_>, user: i64) -> Result<(), Ap
     Ok(())
 }
 
+/// Carts are emptied by the projection, behind a checkout's answer: a cart read or change first
+/// waits until the projection has followed the engine, so a buyer who just checked out never sees
+/// (or edits) the cart they bought.
+async fn cart_settled(services: &Services) -> Result<(), ApiError> {
+    services.projected.caught_up(&services.engine).await.map(drop)
+}
+
 async fn get_cart(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     let caller = caller.require(Role::Buyer)?;
     let services = state.services()?;
+    cart_settled(services).await?;
     let user = caller.user_id;
     let (rows, version): (Vec<(String, u32, i64, String)>, u64) = services
         .db
@@ -589,6 +597,7 @@ async fn put_cart_item(
     }
     let info =
         services.catalog.sku(&sku).ok_or_else(|| ApiError::not_found_skus(vec![sku.clone()]))?;
+    cart_settled(services).await?;
     let user = caller.user_id;
     services
         .db
@@ -637,8 +646,9 @@ async fn delete_cart_item(
 ) -> Result<StatusCode, ApiError> {
     let caller = caller.require(Role::Buyer)?;
     let user = caller.user_id;
-    state
-        .services()?
+    let services = state.services()?;
+    cart_settled(services).await?;
+    services
         .db
         .write(move |tx| {
             tx.execute("DELETE FROM carts WHERE user_id = ?1 AND sku = ?2", params![user, sku])?;
@@ -654,8 +664,9 @@ async fn clear_cart(
 ) -> Result<StatusCode, ApiError> {
     let caller = caller.require(Role::Buyer)?;
     let user = caller.user_id;
-    state
-        .services()?
+    let services = state.services()?;
+    cart_settled(services).await?;
+    services
         .db
         .write(move |tx| {
             tx.execute("DELETE FROM carts WHERE user_id = ?1", [user])?;

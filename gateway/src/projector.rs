@@ -180,6 +180,7 @@ impl Projector {
                 for output in outputs.iter() {
                     project(&mut store, output, &name, &mut work, &mut skipped)?;
                 }
+                store.flush()?;
                 Ok((work, skipped))
             }));
             match written {
