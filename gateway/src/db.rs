@@ -200,8 +200,24 @@ DELETE FROM meta WHERE key = 'engine_events_applied';
 /// A caller's write: runs inside the batch's transaction and returns how to answer the caller, which
 /// the writer calls only after the transaction committed; and whether it must survive a crash.
 struct WriteJob {
-    run: Box<dyn FnOnce(&Transaction<'_>) -> Box<dyn FnOnce() + Send> + Send>,
+    run: Box<dyn FnOnce(&Transaction<'_>, Isolation) -> Finished + Send>,
     durability: Durability,
+}
+
+/// How a job is kept apart from the others of its transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isolation {
+    /// In a savepoint of a transaction shared with other jobs: an error rolls back its changes.
+    Savepoint,
+    /// In a transaction of its own, rolled back whole on error: no savepoint, so SQLite keeps no
+    /// sub-journal copy of every page the job changes (the projection changes many).
+    Alone,
+}
+
+/// A job that ran: whether it succeeded, and how to answer its caller after the commit.
+struct Finished {
+    ok: bool,
+    answer: Box<dyn FnOnce() + Send>,
 }
 
 /// Whether a write must be on disk when it is acknowledged.
@@ -212,7 +228,8 @@ pub enum Durability {
     Synced,
     /// Committed in order but synced later (`synchronous = NORMAL`: with the next synced write or
     /// checkpoint): rows rebuilt from the journal after a crash, which may lose the last of them
-    /// and takes the watermark back with them (the projection).
+    /// and takes the watermark back with them (the projection). Such a job also runs in a
+    /// transaction of its own ([`Isolation::Alone`]): it is one large job, not many small ones.
     Rebuildable,
 }
 
@@ -326,15 +343,20 @@ impl Db {
         C: FnOnce(&R) + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let run: Box<dyn FnOnce(&Transaction<'_>) -> Box<dyn FnOnce() + Send> + Send> =
-            Box::new(move |transaction| {
-                let result = run_in_savepoint(transaction, write);
-                Box::new(move || {
+        let run: Box<dyn FnOnce(&Transaction<'_>, Isolation) -> Finished + Send> =
+            Box::new(move |transaction, isolation| {
+                let result = match isolation {
+                    Isolation::Savepoint => run_in_savepoint(transaction, write),
+                    Isolation::Alone => write(transaction),
+                };
+                let ok = result.is_ok();
+                let answer: Box<dyn FnOnce() + Send> = Box::new(move || {
                     if let Ok(value) = &result {
                         committed(value);
                     }
                     let _ = reply.send(result);
-                })
+                });
+                Finished { ok, answer }
             });
         let job = WriteJob { run, durability };
         match self.writes.try_send(job) {
@@ -388,9 +410,10 @@ fn run_in_savepoint<R>(
     }
 }
 
-/// Runs batches of jobs in one transaction each and answers their callers after the commit. A
-/// failed commit stops the process, like a failed journal fsync: nothing unsaved is acknowledged.
-/// A batch is synced at commit when any of its jobs must be ([`Durability::Synced`]).
+/// Runs batches of jobs and answers their callers after the commit: consecutive synced jobs in one
+/// transaction (group commit, each in its savepoint, synced at commit), every rebuildable job in a
+/// transaction of its own (not synced at commit). A failed commit stops the process, like a failed
+/// journal fsync: nothing unsaved is acknowledged.
 fn write_loop(mut connection: Connection, jobs: &std::sync::mpsc::Receiver<WriteJob>) {
     let mut synced = true;
     while let Ok(first) = jobs.recv() {
@@ -401,24 +424,41 @@ fn write_loop(mut connection: Connection, jobs: &std::sync::mpsc::Receiver<Write
                 Err(_) => break,
             }
         }
-        let sync = batch.iter().any(|job| job.durability == Durability::Synced);
-        if sync != synced {
-            let mode = if sync { "FULL" } else { "NORMAL" };
-            if let Err(error) = connection.pragma_update(None, "synchronous", mode) {
-                fatal(&error);
+        let mut batch = batch.into_iter().peekable();
+        while let Some(job) = batch.next() {
+            let sync = job.durability == Durability::Synced;
+            if sync != synced {
+                let mode = if sync { "FULL" } else { "NORMAL" };
+                if let Err(error) = connection.pragma_update(None, "synchronous", mode) {
+                    fatal(&error);
+                }
+                synced = sync;
             }
-            synced = sync;
-        }
-        let transaction = match connection.transaction() {
-            Ok(transaction) => transaction,
-            Err(error) => fatal(&error),
-        };
-        let answers: Vec<_> = batch.into_iter().map(|job| (job.run)(&transaction)).collect();
-        if let Err(error) = transaction.commit() {
-            fatal(&error);
-        }
-        for answer in answers {
-            answer();
+            let transaction = match connection.transaction() {
+                Ok(transaction) => transaction,
+                Err(error) => fatal(&error),
+            };
+            let mut answers = Vec::new();
+            if sync {
+                answers.push((job.run)(&transaction, Isolation::Savepoint).answer);
+                while let Some(next) = batch.next_if(|next| next.durability == Durability::Synced) {
+                    answers.push((next.run)(&transaction, Isolation::Savepoint).answer);
+                }
+                if let Err(error) = transaction.commit() {
+                    fatal(&error);
+                }
+            } else {
+                let finished = (job.run)(&transaction, Isolation::Alone);
+                let ended =
+                    if finished.ok { transaction.commit() } else { transaction.rollback() };
+                if let Err(error) = ended {
+                    fatal(&error);
+                }
+                answers.push(finished.answer);
+            }
+            for answer in answers {
+                answer();
+            }
         }
     }
 }
