@@ -41,6 +41,10 @@
 //! Latency percentiles cover successful answers only: a server that sheds load answers `503` in
 //! microseconds, and mixing those in would make an overloaded server look fast. Refusals are
 //! counted by their problem `code` (or `http_<status>` when the body is not a problem document).
+//!
+//! `--prepare-only --export FILE` stops after the setup and writes the sale as `key value` lines
+//! (`target`, `tag`, `hot_sku`, `sku`, `buyer`), for other load generators (`cargo xtask
+//! bench-http` drives `wrk` with it).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -177,6 +181,13 @@ pub struct Args {
     /// intended send time. Without it, a closed loop: each connection sends when answered.
     #[arg(long)]
     pub rate: Option<u64>,
+    /// Stops after the setup (with `--export`): prepares a sale for another load generator.
+    #[arg(long, requires = "export")]
+    pub prepare_only: bool,
+    /// Writes the prepared sale to this file as `key value` lines: `target`, `tag`, `hot_sku`,
+    /// `sku` (one line each), `buyer` (one token each).
+    #[arg(long)]
+    pub export: Option<PathBuf>,
 }
 
 /// Runs the load test; exit code 1 when the check failed (oversold, or for `steady` units held
@@ -213,6 +224,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bail!("--rate must be between 1 and {RATE_PER_SEC_MAX} requests per second");
         }
     }
+    if args.export.is_some() && args.scenario == Scenario::Noop {
+        bail!("--export: `noop` prepares no sale to export");
+    }
     let http = HttpClient::new(&args.target, SETUP_CONNECTIONS)?;
     let (host, addresses) = target_address(&args.target)?;
     let setup = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -220,6 +234,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(token) => Some(setup.block_on(prepare(&http, &args, token))?),
         None => None,
     };
+    if let (Some(path), Some(sale)) = (&args.export, &sale) {
+        std::fs::write(path, export_text(&args.target, sale))
+            .with_context(|| format!("write {}", path.display()))?;
+        eprintln!("loadtest {}: wrote the sale to {}", sale.tag, path.display());
+    }
+    if args.prepare_only {
+        return Ok(ExitCode::SUCCESS);
+    }
+
     let requests = Requests::new(args.scenario, &host, sale.as_ref())?;
     let pacing = match args.rate {
         Some(rate_per_sec) => {
@@ -571,6 +594,26 @@ fn random_tag() -> anyhow::Result<String> {
     let mut bytes = [0u8; 4];
     getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("random bytes: {error}"))?;
     Ok(crate::auth::hex(&bytes))
+}
+
+/// The sale as `key value` lines. Every value is one word (SKUs are ours, tokens base64url), so a
+/// reader splits each line at its first space; a `#` line is a comment.
+fn export_text(target: &str, sale: &Sale) -> String {
+    let mut text = String::from(
+        "# surge loadtest export: `key value` lines; keys target, tag, hot_sku, sku, buyer\n",
+    );
+    let _ = writeln!(text, "target {target}");
+    let _ = writeln!(text, "tag {}", sale.tag);
+    if let Some(hot_sku) = &sale.hot_sku {
+        let _ = writeln!(text, "hot_sku {hot_sku}");
+    }
+    for sku in &sale.other_skus {
+        let _ = writeln!(text, "sku {sku}");
+    }
+    for token in &sale.buyer_tokens {
+        let _ = writeln!(text, "buyer {token}");
+    }
+    text
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2456,5 +2499,23 @@ content-length: 3\r\ndate: Sun, 22 Nov 2026 08:00:00 GMT\r\n\r\nok\n";
             push_decimal(&mut out, number);
             assert_eq!(out, format!("x{number}").into_bytes());
         }
+    }
+
+    #[test]
+    fn the_export_is_one_key_and_value_per_line() {
+        let text = export_text("http://127.0.0.1:8080", &test_sale(Scenario::FlashSale));
+        let lines: Vec<&str> = text.lines().filter(|line| !line.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                "target http://127.0.0.1:8080",
+                "tag 0badcafe",
+                "hot_sku lt-0badcafe-hot",
+                "sku lt-0badcafe-000",
+                "sku lt-0badcafe-001",
+                "buyer buyer-a.sig",
+                "buyer buyer-b.sig",
+            ]
+        );
     }
 }
