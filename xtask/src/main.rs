@@ -8,10 +8,15 @@
 //! - `cargo xtask ci`: formatting, clippy, the test suite and 400 simulator seeds, failing fast.
 //! - `cargo xtask bench [engine|pipeline|replay]...`: the benchmark binaries in release; prints
 //!   their JSON lines.
+//! - `cargo xtask bench-http [--duration 30s] [--rate 20000]`: the server against wrk, pgbench and
+//!   the open-loop load test on a 2-core machine (see `bench_http.rs`); needs `wrk`, `pgbench`,
+//!   `psql`, `taskset` and a local PostgreSQL, so CI never runs it.
 //!
 //! xtask itself depends on nothing but `std`, so it builds in a second. The simulator and the
 //! benchmarks need the engine optimised, so they run through `cargo run` in an optimised profile
 //! rather than linking the engine into this debug binary.
+
+mod bench_http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -23,7 +28,10 @@ usage: cargo xtask <task>
 tasks:
   sim --seeds N [--seed S] [--steps K]   run the deterministic simulator over seeds S..S+N
   ci                                     fmt --check, clippy -D warnings, tests, 400 sim seeds
-  bench [engine|pipeline|replay]...      run the benchmark binaries in release, print their JSON";
+  bench [engine|pipeline|replay]...      run the benchmark binaries in release, print their JSON
+  bench-http [--duration 30s] [--rate 20000]
+                                         surge serve on core 0 against wrk, pgbench and the
+                                         open-loop load test on core 1; one JSON line";
 
 /// Simulated steps per seed when `--steps` is not given.
 const SIM_STEPS_DEFAULT: u64 = 5_000;
@@ -37,6 +45,7 @@ fn main() -> ExitCode {
         Some("sim") => sim(&args[1..]),
         Some("ci") if args.len() == 1 => ci(),
         Some("bench") => bench(&args[1..]),
+        Some("bench-http") => bench_http::bench_http(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())
