@@ -449,8 +449,7 @@ fn write_loop(mut connection: Connection, jobs: &std::sync::mpsc::Receiver<Write
                 }
             } else {
                 let finished = (job.run)(&transaction, Isolation::Alone);
-                let ended =
-                    if finished.ok { transaction.commit() } else { transaction.rollback() };
+                let ended = if finished.ok { transaction.commit() } else { transaction.rollback() };
                 if let Err(error) = ended {
                     fatal(&error);
                 }
