@@ -473,7 +473,13 @@ async fn replay(services: &Services, sequence: Sequence) -> Result<Response, Api
             Ok(Answer::from_parts(&kind, order.map(|id| OrderId(id.unsigned_abs())), skus))
         })
         .await?
-        .ok_or_else(|| ApiError::internal(format!("no stored answer for reservation {seq}")))?;
+        .ok_or_else(|| {
+            // The journal holds the answer; the projector has not written it yet (it is far
+            // behind). A retry will find it.
+            let mut error = ApiError::overloaded();
+            error.detail = "the first answer to this key is still being recorded; retry".to_owned();
+            error
+        })?;
     match answer {
         Answer::Placed { order } => {
             let placed = crate::orders::placed_order(&services.db, order)

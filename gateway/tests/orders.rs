@@ -84,16 +84,11 @@ struct Line {
     quantity: u32,
 }
 
-/// Reserves `lines` for `buyer` (expiring after `ttl`) the way the checkout does: one `Reserve`
-/// with its checkout record attached. The projector writes the order's rows behind it.
-async fn place_with_ttl(app: &TestApp, buyer: &User, lines: &[Line], ttl: Duration) -> OrderId {
-    let services = app.state.services().unwrap();
-    let requests: Vec<LineRequest> =
-        lines.iter().map(|l| LineRequest { sku: l.id, quantity: l.quantity }).collect();
-    let expires_at =
-        Timestamp(surge_gateway::time::now().0 + u64::try_from(ttl.as_nanos()).unwrap());
-    let record = CheckoutRecord {
-        idempotency_key: format!("test-{}", expires_at.0),
+/// The checkout record the gateway would attach for `lines` (paid with `tok_hang`, so nothing
+/// pays unless the test says so).
+fn checkout_record(key: &str, lines: &[Line]) -> CheckoutRecord {
+    CheckoutRecord {
+        idempotency_key: key.to_owned(),
         request_hash: [0; 16],
         currency: "USD".to_owned(),
         total_cents: lines.iter().map(|l| l.price * i64::from(l.quantity)).sum(),
@@ -112,7 +107,18 @@ async fn place_with_ttl(app: &TestApp, buyer: &User, lines: &[Line], ttl: Durati
             postal_code: "10115".to_owned(),
         },
         payment_token: "tok_hang".to_owned(),
-    };
+    }
+}
+
+/// Reserves `lines` for `buyer` (expiring after `ttl`) the way the checkout does: one `Reserve`
+/// with its checkout record attached. The projector writes the order's rows behind it.
+async fn place_with_ttl(app: &TestApp, buyer: &User, lines: &[Line], ttl: Duration) -> OrderId {
+    let services = app.state.services().unwrap();
+    let requests: Vec<LineRequest> =
+        lines.iter().map(|l| LineRequest { sku: l.id, quantity: l.quantity }).collect();
+    let expires_at =
+        Timestamp(surge_gateway::time::now().0 + u64::try_from(ttl.as_nanos()).unwrap());
+    let record = checkout_record(&format!("test-{}", expires_at.0), lines);
     let command = Command::Reserve {
         buyer: BuyerId(buyer.id.unsigned_abs()),
         expiry: Expiry::At(expires_at),
@@ -408,24 +414,8 @@ async fn a_reservation_is_its_order_whether_or_not_anyone_waits_for_it() {
     let ids = catalog(&app, &seller, &[("mug", 500)], 10).await;
     let services = app.state.services().unwrap();
     // A reservation submitted with its record, whose submitter goes away at once.
-    let record = CheckoutRecord {
-        idempotency_key: "gone".to_owned(),
-        request_hash: [1; 16],
-        currency: "USD".to_owned(),
-        total_cents: 1000,
-        lines: vec![RecordLine {
-            sku: "mug".to_owned(),
-            unit_price_cents: 500,
-            seller_id: seller.id,
-        }],
-        shipping: Shipping {
-            name: "Ann".to_owned(),
-            line1: "Main St 1".to_owned(),
-            city: "Berlin".to_owned(),
-            postal_code: "10115".to_owned(),
-        },
-        payment_token: "tok_hang".to_owned(),
-    };
+    let mug = Line { sku: "mug", id: ids[0], seller: seller.id, price: 500, quantity: 2 };
+    let record = checkout_record("gone", &[mug]);
     let requests = [LineRequest { sku: ids[0], quantity: 2 }];
     let command = Command::Reserve {
         buyer: BuyerId(buyer.id.unsigned_abs()),
