@@ -200,9 +200,12 @@ DELETE FROM meta WHERE key = 'engine_events_applied';
 /// A caller's write: runs inside the batch's transaction and returns how to answer the caller, which
 /// the writer calls only after the transaction committed; and whether it must survive a crash.
 struct WriteJob {
-    run: Box<dyn FnOnce(&Transaction<'_>, Isolation) -> Finished + Send>,
+    run: RunJob,
     durability: Durability,
 }
+
+/// The body of a [`WriteJob`].
+type RunJob = Box<dyn FnOnce(&Transaction<'_>, Isolation) -> Finished + Send>;
 
 /// How a job is kept apart from the others of its transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -343,21 +346,20 @@ impl Db {
         C: FnOnce(&R) + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let run: Box<dyn FnOnce(&Transaction<'_>, Isolation) -> Finished + Send> =
-            Box::new(move |transaction, isolation| {
-                let result = match isolation {
-                    Isolation::Savepoint => run_in_savepoint(transaction, write),
-                    Isolation::Alone => write(transaction),
-                };
-                let ok = result.is_ok();
-                let answer: Box<dyn FnOnce() + Send> = Box::new(move || {
-                    if let Ok(value) = &result {
-                        committed(value);
-                    }
-                    let _ = reply.send(result);
-                });
-                Finished { ok, answer }
+        let run: RunJob = Box::new(move |transaction, isolation| {
+            let result = match isolation {
+                Isolation::Savepoint => run_in_savepoint(transaction, write),
+                Isolation::Alone => write(transaction),
+            };
+            let ok = result.is_ok();
+            let answer: Box<dyn FnOnce() + Send> = Box::new(move || {
+                if let Ok(value) = &result {
+                    committed(value);
+                }
+                let _ = reply.send(result);
             });
+            Finished { ok, answer }
+        });
         let job = WriteJob { run, durability };
         match self.writes.try_send(job) {
             Ok(()) => {}
