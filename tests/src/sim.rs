@@ -18,6 +18,11 @@
 //!   record when it is the journal's last (the torn-tail rule). The run then ends as "detected
 //!   corruption", which is not a failure.
 //!
+//! Most client reservations are checkouts: they carry a [`CheckoutRecord`] as their journal
+//! attachment, a few carry none (tools reserve so), and now and then one carries bytes that are
+//! not a record. After every restart every record must read back with the attachment it was
+//! appended with.
+//!
 //! There is no wall clock, no thread and no hash-map iteration here: time is a counter the seed
 //! advances, and every map is ordered.
 
@@ -27,8 +32,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::ops::ControlFlow;
 use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
 
-use surge_engine::codec::decode_command;
 use surge_engine::{
     BuyerId, CartVersion, Command, DiscardEvents, Engine, Expiry, Limits, LineRequest,
     LineRequests, Lines, OrderId, OrderState, Outcome, ReleaseReason, Sequence, SkuId, Timestamp,
@@ -39,7 +44,8 @@ use surge_journal::{
     read_from, recover, write_snapshot, JournalConfig, JournalError, MemStorage, Recovery, Storage,
     TornTail,
 };
-use surge_pipeline::{restore, Sequencer};
+use surge_orders_svc::{CheckoutRecord, RecordLine, Shipping};
+use surge_pipeline::{decode_payload, restore, Sequencer};
 
 use crate::model::Model;
 
@@ -287,10 +293,38 @@ struct Acknowledged {
     outcome: Outcome,
 }
 
+/// What a client's command carries into the journal beside it.
+#[derive(Clone, Debug)]
+enum Attachment {
+    /// Nothing: every command but a checkout's `Reserve`, and the reservations of tools.
+    None,
+    /// A checkout's record, encoded.
+    Record(Rc<[u8]>),
+    /// Bytes that are not a checkout record: the projection must skip and report them.
+    Unreadable(Rc<[u8]>),
+}
+
+impl Attachment {
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Attachment::None => None,
+            Attachment::Record(bytes) | Attachment::Unreadable(bytes) => Some(bytes),
+        }
+    }
+}
+
+/// A command a client submitted, waiting for the sequencer.
+#[derive(Clone, Debug)]
+struct Submission {
+    command: Command,
+    attachment: Attachment,
+}
+
 /// A command read back from the journal, with where it lies.
 #[derive(Clone, Debug)]
 struct JournalRecord {
     stamped: Stamped,
+    attachment: Option<Vec<u8>>,
     segment: String,
     offset: u64,
     len: u64,
@@ -399,11 +433,16 @@ struct Sim<'a> {
     engine: Engine,
     shadow: Shadow,
     /// Commands clients submitted that the sequencer has not taken yet.
-    submitted: VecDeque<Command>,
+    submitted: VecDeque<Submission>,
     /// Batches committed to the journal that the engine has not applied yet.
     committed: VecDeque<Vec<Stamped>>,
     /// Every outcome a client saw, by sequence, across all restarts.
     acknowledged: BTreeMap<u64, Acknowledged>,
+    /// The attachment of every record appended that the journal may still hold, by sequence
+    /// (records without one are absent). Cut back to the journal's end at every start.
+    journaled: BTreeMap<u64, Attachment>,
+    /// Checkout records made so far; numbers their idempotency keys.
+    checkouts: u64,
     flip: Option<Flip>,
     report: SimReport,
 }
@@ -424,6 +463,8 @@ impl<'a> Sim<'a> {
             submitted: VecDeque::with_capacity(SUBMITTED_MAX),
             committed: VecDeque::new(),
             acknowledged: BTreeMap::new(),
+            journaled: BTreeMap::new(),
+            checkouts: 0,
             flip: None,
             report: SimReport { seed: config.seed, ..SimReport::default() },
         }
@@ -507,11 +548,78 @@ impl<'a> Sim<'a> {
     fn submit(&mut self) {
         for _ in 0..=self.rng.below(3) {
             let command = self.client_command();
+            let attachment = self.attachment(&command);
             self.report.commands_submitted += 1;
             // A full queue answers "overloaded"; the client's command never entered the system.
             if self.submitted.len() < SUBMITTED_MAX {
-                self.submitted.push_back(command);
+                self.submitted.push_back(Submission { command, attachment });
             }
+        }
+    }
+
+    /// Most reservations are checkouts and carry their record; some come from tools and carry
+    /// none; one in two hundred carries bytes that are not a record, as a damaged or foreign
+    /// attachment would.
+    fn attachment(&mut self, command: &Command) -> Attachment {
+        let Command::Reserve { buyer, lines, .. } = command else { return Attachment::None };
+        match self.rng.below(200) {
+            0 => {
+                let mut bytes = self.checkout_record(*buyer, lines).to_bytes();
+                match self.rng.below(3) {
+                    0 => bytes.truncate(self.rng.below_usize(bytes.len())),
+                    1 => bytes[0] = 2,
+                    _ => bytes.push(0),
+                }
+                Attachment::Unreadable(bytes.into())
+            }
+            1..=39 => Attachment::None,
+            _ => Attachment::Record(self.checkout_record(*buyer, lines).to_bytes().into()),
+        }
+    }
+
+    /// A checkout's record for the lines of a reservation: SKU names and sellers derived from
+    /// the ids, a price that now and then differs between checkouts of the same SKU, a key
+    /// unique to the checkout.
+    fn checkout_record(&mut self, buyer: BuyerId, lines: &LineRequests) -> CheckoutRecord {
+        const CITIES: [&str; 4] = ["Berlin", "Zürich", "Lyon", "Porto"];
+        self.checkouts += 1;
+        let lines: Vec<(RecordLine, u32)> = lines
+            .as_slice()
+            .iter()
+            .map(|line| {
+                let sku = i64::from(line.sku.0);
+                let unit_price_cents = 199 + 250 * sku + 5 * i64::from(self.rng.below_u32(3));
+                let record = RecordLine {
+                    sku: format!("SKU-{:03}", line.sku.0),
+                    unit_price_cents,
+                    seller_id: 1 + sku % 3,
+                };
+                (record, line.quantity)
+            })
+            .collect();
+        let shipping_cents = if self.rng.below(2) == 0 { 0 } else { 490 };
+        let total_cents = lines
+            .iter()
+            .map(|(line, quantity)| line.unit_price_cents * i64::from(*quantity))
+            .sum::<i64>()
+            + shipping_cents;
+        let mut request_hash = [0; 16];
+        request_hash[..8].copy_from_slice(&self.rng.next().to_le_bytes());
+        request_hash[8..].copy_from_slice(&self.checkouts.to_le_bytes());
+        CheckoutRecord {
+            idempotency_key: format!("checkout-{}", self.checkouts),
+            request_hash,
+            currency: "EUR".to_owned(),
+            total_cents,
+            lines: lines.into_iter().map(|(line, _)| line).collect(),
+            shipping: Shipping {
+                name: format!("Buyer {}", buyer.0),
+                line1: format!("{} Main Street", 1 + self.rng.below(99)),
+                city: CITIES[self.rng.below_usize(CITIES.len())].to_owned(),
+                postal_code: format!("{:05}", 10_000 + self.rng.below(90_000)),
+            },
+            payment_token: if self.rng.below(8) == 0 { "tok_declined" } else { "tok_ok" }
+                .to_owned(),
         }
     }
 
@@ -658,7 +766,7 @@ impl<'a> Sim<'a> {
         let deadline_due =
             self.engine.next_deadline().is_some_and(|deadline| deadline.0 <= self.now);
         if deadline_due && self.rng.below(2) == 0 {
-            commands.push(Command::Expire);
+            commands.push(Submission { command: Command::Expire, attachment: Attachment::None });
         }
         let take = (1 + self.rng.below_usize(12)).min(self.submitted.len());
         commands.extend(self.submitted.drain(..take));
@@ -672,13 +780,14 @@ impl<'a> Sim<'a> {
             Timestamp(self.now)
         };
         let sequencer = self.sequencer.as_mut().expect("the process is up");
-        let batch: Vec<Stamped> = commands
-            .iter()
-            .map(|command| {
-                let (sequence, at) = sequencer.append(clock, command);
-                Stamped { sequence, at, command: *command }
-            })
-            .collect();
+        let mut batch = Vec::with_capacity(commands.len());
+        for Submission { command, attachment } in commands {
+            let (sequence, at) = sequencer.append_with(clock, &command, attachment.bytes());
+            batch.push(Stamped { sequence, at, command });
+            if !matches!(attachment, Attachment::None) {
+                self.journaled.insert(sequence.0, attachment);
+            }
+        }
         if self.config.bug_acknowledge_before_commit {
             self.apply_and_acknowledge(&batch)?;
         }
@@ -813,6 +922,9 @@ impl<'a> Sim<'a> {
         if restored.snapshot_sequence > 0 {
             self.report.restores_from_snapshot += 1;
         }
+        // Records after the journal's end were lost with the process; their sequences come again.
+        let end = engine.last_sequence();
+        drop(self.journaled.split_off(&(end.0 + 1)));
         self.check_restored(&engine)?;
         self.engine = engine;
         self.sequencer = Some(sequencer);
@@ -821,7 +933,8 @@ impl<'a> Sim<'a> {
 
     /// Checks the restored engine against exactly what the journal holds, and the journal against
     /// everything acknowledged. Replaces the shadow by one rebuilt from the journal, because
-    /// unacknowledged commands may or may not have survived.
+    /// unacknowledged commands may or may not have survived. Every record must carry the
+    /// attachment it was appended with.
     fn check_restored(&mut self, engine: &Engine) -> Result<(), SimFailure> {
         let records = self.read_journal()?;
         self.check_acknowledged_in(&records, u64::MAX)?;
@@ -829,6 +942,13 @@ impl<'a> Sim<'a> {
         let mut replayed = Engine::new(SIM_LIMITS);
         for record in &records {
             let stamped = &record.stamped;
+            let appended = self.journaled.get(&stamped.sequence.0).and_then(Attachment::bytes);
+            if record.attachment.as_deref() != appended {
+                return Err(self.fail(format!(
+                    "journal seq {} reads back with the attachment {:?}, but was appended with {appended:?}",
+                    stamped.sequence.0, record.attachment
+                )));
+            }
             let expected = shadow.apply(stamped);
             let outcome =
                 replayed.apply(stamped.sequence, stamped.at, &stamped.command, &mut DiscardEvents);
@@ -904,23 +1024,27 @@ impl<'a> Sim<'a> {
     fn read_journal(&self) -> Result<Vec<JournalRecord>, SimFailure> {
         let mut records = Vec::new();
         let mut undecodable = None;
-        let result = read_from(&self.journal, 1, |record| match decode_command(record.payload) {
-            Ok(command) => {
-                records.push(JournalRecord {
-                    stamped: Stamped {
-                        sequence: Sequence(record.seq),
-                        at: Timestamp(record.at),
-                        command,
-                    },
-                    segment: record.segment.to_owned(),
-                    offset: record.offset,
-                    len: (RECORD_HEADER_LEN + record.payload.len()) as u64,
-                });
-                ControlFlow::Continue(())
-            }
-            Err(error) => {
-                undecodable = Some(format!("journal seq {} does not decode: {error}", record.seq));
-                ControlFlow::Break(())
+        let result = read_from(&self.journal, 1, |record| {
+            match decode_payload(record.kind, record.payload) {
+                Ok((command, attachment)) => {
+                    records.push(JournalRecord {
+                        stamped: Stamped {
+                            sequence: Sequence(record.seq),
+                            at: Timestamp(record.at),
+                            command,
+                        },
+                        attachment: attachment.map(<[u8]>::to_vec),
+                        segment: record.segment.to_owned(),
+                        offset: record.offset,
+                        len: (RECORD_HEADER_LEN + record.payload.len()) as u64,
+                    });
+                    ControlFlow::Continue(())
+                }
+                Err(error) => {
+                    undecodable =
+                        Some(format!("journal seq {} does not decode: {error}", record.seq));
+                    ControlFlow::Break(())
+                }
             }
         });
         result.map_err(|error| self.fail(format!("reading the journal back failed: {error}")))?;
