@@ -20,11 +20,26 @@
 //!
 //! Most client reservations are checkouts: they carry a [`CheckoutRecord`] as their journal
 //! attachment, a few carry none (tools reserve so), and now and then one carries bytes that are
-//! not a record. After every restart every record must read back with the attachment it was
-//! appended with.
+//! not a record. Beside the engine runs the order projection as the gateway runs it (the
+//! [`projector`] module): a follower engine of its own reads the durable journal into outputs,
+//! which are projected into a memory store in transactions that commit or crash at random; the
+//! process's kills and power losses crash it too. The simulator checks, at every start and at the
+//! end of a run, with the projector caught up with the journal:
+//!
+//! - that the projection is never ahead of the journal, and that the follower restarts exactly
+//!   at the projection's watermark;
+//! - that the committed store and the caught-up store equal a projection rebuilt from exactly the
+//!   journal, in one pass, by a fresh engine; that the follower's engine has the engine's digest;
+//! - that every acknowledged checkout has the answer and the order the client was told, and
+//!   nothing else has either; that every unreadable record was skipped and reported, and only
+//!   those; and that every order's status is its engine state while it is live, final after.
+//!
+//! Every `check_every` steps the projector's store is checked against its own follower engine.
 //!
 //! There is no wall clock, no thread and no hash-map iteration here: time is a counter the seed
 //! advances, and every map is ordered.
+
+mod projector;
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -48,6 +63,7 @@ use surge_orders_svc::{CheckoutRecord, RecordLine, Shipping};
 use surge_pipeline::{decode_payload, restore, Sequencer};
 
 use crate::model::Model;
+use projector::{Projector, Stop};
 
 /// Small enough that clients contend for the same few stock cells and every capacity is reached.
 pub const SIM_LIMITS: Limits = Limits {
@@ -95,6 +111,14 @@ pub struct SimConfig {
     pub journal_bit_flip_probability: f64,
     /// Per step: one bit of a snapshot flips; loading must skip that snapshot.
     pub snapshot_bit_flip_probability: f64,
+    /// Per step: the projector commits its open transaction.
+    pub projector_commit_probability: f64,
+    /// Per step: the projector crashes on its own: its open transaction and the outputs in flight
+    /// are lost, and its follower is restored to the committed watermark.
+    pub projector_crash_probability: f64,
+    /// Per step: the database syncs the projection's commits (another service's synced write, or
+    /// a checkpoint). Until then a power loss may take them back.
+    pub projection_sync_probability: f64,
     /// Steps between full comparisons of engine and model.
     pub check_every: u64,
     /// Small, so that segments roll over often.
@@ -118,6 +142,9 @@ impl SimConfig {
             snapshot_failure_probability: 0.2,
             journal_bit_flip_probability: 0.00003,
             snapshot_bit_flip_probability: 0.001,
+            projector_commit_probability: 0.05,
+            projector_crash_probability: 0.004,
+            projection_sync_probability: 0.02,
             check_every: 25,
             segment_bytes_max: 4096,
             bug_acknowledge_before_commit: false,
@@ -142,6 +169,12 @@ impl SimConfig {
             snapshot_failure_probability: scale(base.snapshot_failure_probability).min(1.0),
             journal_bit_flip_probability: scale(base.journal_bit_flip_probability),
             snapshot_bit_flip_probability: scale(base.snapshot_bit_flip_probability),
+            // Never zero: a projector that never commits would replay the whole journal at every
+            // restart and test little beyond the first transaction.
+            projector_commit_probability: scale(base.projector_commit_probability)
+                .max(base.projector_commit_probability / 4.0),
+            projector_crash_probability: scale(base.projector_crash_probability),
+            projection_sync_probability: scale(base.projection_sync_probability),
             ..base
         }
     }
@@ -176,6 +209,30 @@ pub struct SimReport {
     /// The last sequence applied when the run ended.
     pub final_sequence: u64,
     pub final_digest: u64,
+    /// Transactions of the projector committed.
+    pub projector_commits: u64,
+    /// Commits of the projector that a power loss took back before they were synced.
+    pub projector_commits_lost: u64,
+    /// Crashes of the projector on its own (its open transaction lost, the process still up).
+    pub projector_crashes: u64,
+    /// Crashes of any kind (the projector's own, a kill, a power loss) that found the committed
+    /// projection behind the durable journal: crashes between the journal and the projection,
+    /// repaired by reading the journal forward from the watermark.
+    pub crashes_behind_projection: u64,
+    /// Follower restarts that began before the watermark on purpose, so that the projection was
+    /// handed commands it already holds and had to skip them.
+    pub projector_restarts_before_watermark: u64,
+    /// Follower restores that started from a snapshot.
+    pub projector_restores_from_snapshot: u64,
+    /// Outputs the projector projected (the rebuilds of the checks not counted).
+    pub outputs_projected: u64,
+    /// Comparisons of the projection with one rebuilt from the journal.
+    pub projection_checks: u64,
+    /// Records the last rebuild skipped as unreadable (each reported, none failing the projection).
+    pub records_skipped: u64,
+    /// Orders and answers of the last rebuilt projection.
+    pub orders: u64,
+    pub answers: u64,
 }
 
 /// A broken check: the seed that reproduces it, the step it broke at, and what broke.
@@ -298,8 +355,8 @@ struct Acknowledged {
 enum Attachment {
     /// Nothing: every command but a checkout's `Reserve`, and the reservations of tools.
     None,
-    /// A checkout's record, encoded.
-    Record(Rc<[u8]>),
+    /// A checkout's record, and its encoding.
+    Record(Rc<Checkout>),
     /// Bytes that are not a checkout record: the projection must skip and report them.
     Unreadable(Rc<[u8]>),
 }
@@ -308,9 +365,17 @@ impl Attachment {
     fn bytes(&self) -> Option<&[u8]> {
         match self {
             Attachment::None => None,
-            Attachment::Record(bytes) | Attachment::Unreadable(bytes) => Some(bytes),
+            Attachment::Record(checkout) => Some(&checkout.bytes),
+            Attachment::Unreadable(bytes) => Some(bytes),
         }
     }
+}
+
+/// A checkout record as a client sent it.
+#[derive(Debug)]
+struct Checkout {
+    record: CheckoutRecord,
+    bytes: Vec<u8>,
 }
 
 /// A command a client submitted, waiting for the sequencer.
@@ -436,6 +501,9 @@ struct Sim<'a> {
     submitted: VecDeque<Submission>,
     /// Batches committed to the journal that the engine has not applied yet.
     committed: VecDeque<Vec<Stamped>>,
+    /// The last sequence the journal made durable: what the sequencer committed, or what
+    /// recovery found (and synced) at start. The projector never reads past it.
+    durable: Sequence,
     /// Every outcome a client saw, by sequence, across all restarts.
     acknowledged: BTreeMap<u64, Acknowledged>,
     /// The attachment of every record appended that the journal may still hold, by sequence
@@ -443,6 +511,10 @@ struct Sim<'a> {
     journaled: BTreeMap<u64, Attachment>,
     /// Checkout records made so far; numbers their idempotency keys.
     checkouts: u64,
+    /// Acknowledgements through this sequence were checked against the projection once; each
+    /// check of a start looks at the newer ones, the end of a run at all of them again.
+    told_checked_through: u64,
+    projector: Projector,
     flip: Option<Flip>,
     report: SimReport,
 }
@@ -462,9 +534,12 @@ impl<'a> Sim<'a> {
             shadow: Shadow::new(),
             submitted: VecDeque::with_capacity(SUBMITTED_MAX),
             committed: VecDeque::new(),
+            durable: Sequence(0),
             acknowledged: BTreeMap::new(),
             journaled: BTreeMap::new(),
             checkouts: 0,
+            told_checked_through: 0,
+            projector: Projector::new(config),
             flip: None,
             report: SimReport { seed: config.seed, ..SimReport::default() },
         }
@@ -489,6 +564,11 @@ impl<'a> Sim<'a> {
             self.apply_and_acknowledge(&batch)?;
         }
         self.shadow.check(&self.engine).map_err(|message| self.fail(message))?;
+        // The projection of a process that ran on, before the power loss takes its working store.
+        self.catch_up_projector()?;
+        let records = self.read_journal()?;
+        let engine = self.engine.clone();
+        self.check_projection(&records, &engine)?;
         if let Flow::Stop = self.restart(true)? {
             return Err(self.fail("the final restart stopped"));
         }
@@ -537,8 +617,12 @@ impl<'a> Sim<'a> {
                 Flow::Continue
             }
         };
-        if matches!(flow, Flow::Continue) && self.step % config.check_every == 0 {
-            self.shadow.check(&self.engine).map_err(|message| self.fail(message))?;
+        if matches!(flow, Flow::Continue) {
+            self.step_projector()?;
+            if self.step % config.check_every == 0 {
+                self.shadow.check(&self.engine).map_err(|message| self.fail(message))?;
+                self.check_projector_against_its_engine()?;
+            }
         }
         Ok(flow)
     }
@@ -573,7 +657,11 @@ impl<'a> Sim<'a> {
                 Attachment::Unreadable(bytes.into())
             }
             1..=39 => Attachment::None,
-            _ => Attachment::Record(self.checkout_record(*buyer, lines).to_bytes().into()),
+            _ => {
+                let record = self.checkout_record(*buyer, lines);
+                let bytes = record.to_bytes();
+                Attachment::Record(Rc::new(Checkout { record, bytes }))
+            }
         }
     }
 
@@ -806,6 +894,7 @@ impl<'a> Sim<'a> {
         match (result, fault) {
             (Ok(_), None) => {
                 self.report.commits += 1;
+                self.durable = batch.last().map_or(self.durable, |stamped| stamped.sequence);
                 if !self.config.bug_acknowledge_before_commit {
                     self.committed.push_back(batch);
                 }
@@ -823,6 +912,7 @@ impl<'a> Sim<'a> {
                 }
                 // The process stops without acknowledging anything of the batch; whether the
                 // machine also loses power is the seed's choice.
+                self.step_projector_while_stopping()?;
                 let power_loss = self.rng.below(2) == 0;
                 self.restart(power_loss)
             }
@@ -894,6 +984,8 @@ impl<'a> Sim<'a> {
         self.sequencer = None;
         self.committed.clear();
         self.submitted.clear();
+        let stop = if power_loss { Stop::PowerLoss } else { Stop::Kill };
+        self.projector.stop(self.durable, stop, &mut self.report);
         if power_loss {
             self.journal.crash(self.rng.next());
             self.snapshots.crash(self.rng.next());
@@ -925,7 +1017,9 @@ impl<'a> Sim<'a> {
         // Records after the journal's end were lost with the process; their sequences come again.
         let end = engine.last_sequence();
         drop(self.journaled.split_off(&(end.0 + 1)));
-        self.check_restored(&engine)?;
+        self.durable = end;
+        let records = self.check_restored(&engine)?;
+        self.start_projector(&recovery, &engine, &records)?;
         self.engine = engine;
         self.sequencer = Some(sequencer);
         Ok(Flow::Continue)
@@ -933,9 +1027,8 @@ impl<'a> Sim<'a> {
 
     /// Checks the restored engine against exactly what the journal holds, and the journal against
     /// everything acknowledged. Replaces the shadow by one rebuilt from the journal, because
-    /// unacknowledged commands may or may not have survived. Every record must carry the
-    /// attachment it was appended with.
-    fn check_restored(&mut self, engine: &Engine) -> Result<(), SimFailure> {
+    /// unacknowledged commands may or may not have survived. Returns the journal's records.
+    fn check_restored(&mut self, engine: &Engine) -> Result<Vec<JournalRecord>, SimFailure> {
         let records = self.read_journal()?;
         self.check_acknowledged_in(&records, u64::MAX)?;
         let mut shadow = Shadow::new();
@@ -983,7 +1076,7 @@ impl<'a> Sim<'a> {
             )));
         }
         self.shadow = shadow;
-        Ok(())
+        Ok(records)
     }
 
     /// Every acknowledged command below `before` must be in the journal, at its sequence, unchanged.

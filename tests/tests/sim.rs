@@ -32,6 +32,23 @@ fn twenty_seeds_keep_every_acknowledged_command_and_match_the_model() {
     assert!(total(|r| r.snapshots) > 0, "no snapshot was written");
     assert!(total(|r| r.snapshot_failures) > 0, "no snapshot write failed");
     assert!(total(|r| r.restores_from_snapshot) > 0, "no restart started from a snapshot");
+
+    // And the projection's paths: crashes between the journal and the projection, repaired by
+    // following the journal from the watermark, and the checks after them.
+    assert!(total(|r| r.projector_commits) > 1_000, "commits: {}", total(|r| r.projector_commits));
+    assert!(total(|r| r.projector_commits_lost) > 0, "no power loss took a commit back");
+    assert!(total(|r| r.projector_crashes) > 20, "crashes: {}", total(|r| r.projector_crashes));
+    let behind = total(|r| r.crashes_behind_projection);
+    assert!(behind > 100, "crashes between journal and projection: {behind}");
+    assert!(total(|r| r.projector_restarts_before_watermark) > 0, "no early follower restart");
+    assert!(total(|r| r.projector_restores_from_snapshot) > 0, "no follower from a snapshot");
+    assert!(total(|r| r.outputs_projected) > 5_000, "outputs: {}", total(|r| r.outputs_projected));
+    assert!(total(|r| r.records_skipped) > 0, "no unreadable record was skipped");
+    assert!(total(|r| r.orders) > 500, "orders: {}", total(|r| r.orders));
+    assert!(total(|r| r.answers) > total(|r| r.orders), "refusals keep answers too");
+    for report in &reports {
+        assert!(report.projection_checks >= report.restarts, "a check at every start: {report:?}");
+    }
 }
 
 #[test]

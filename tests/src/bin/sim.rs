@@ -88,6 +88,18 @@ fn main() -> ExitCode {
                 total.write_failures += report.write_failures;
                 total.snapshots += report.snapshots;
                 total.corruptions_detected += report.corruptions_detected;
+                total.projector_commits += report.projector_commits;
+                total.projector_commits_lost += report.projector_commits_lost;
+                total.projector_crashes += report.projector_crashes;
+                total.crashes_behind_projection += report.crashes_behind_projection;
+                total.projector_restarts_before_watermark +=
+                    report.projector_restarts_before_watermark;
+                total.projector_restores_from_snapshot += report.projector_restores_from_snapshot;
+                total.outputs_projected += report.outputs_projected;
+                total.projection_checks += report.projection_checks;
+                total.records_skipped += report.records_skipped;
+                total.orders += report.orders;
+                total.answers += report.answers;
             }
             Err(failure) => {
                 failures += 1;
@@ -117,6 +129,24 @@ fn main() -> ExitCode {
         total.write_failures,
         total.snapshots,
         total.corruptions_detected,
+    );
+    println!(
+        "sim: projection: {} commits ({} lost to a power loss before their sync), {} crashes of \
+         the projector alone, {} crashes between the journal and the projection, {} follower \
+         restarts before the watermark, {} follower restores from a snapshot, {} outputs \
+         projected, {} checks against a rebuild, {} unreadable records skipped; {} orders and {} \
+         answers at the ends of the runs that passed",
+        total.projector_commits,
+        total.projector_commits_lost,
+        total.projector_crashes,
+        total.crashes_behind_projection,
+        total.projector_restarts_before_watermark,
+        total.projector_restores_from_snapshot,
+        total.outputs_projected,
+        total.projection_checks,
+        total.records_skipped,
+        total.orders,
+        total.answers,
     );
     if failures == 0 {
         ExitCode::SUCCESS
