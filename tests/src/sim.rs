@@ -126,6 +126,14 @@ pub struct SimConfig {
     /// Deliberately breaks the durability rule: outcomes are acknowledged before their batch is
     /// committed. Only for the test that proves the simulator can fail; never set it otherwise.
     pub bug_acknowledge_before_commit: bool,
+    /// Deliberately breaks the projector's restart: after its own crash the follower is restored
+    /// to the journal's end instead of the committed watermark, so what the lost transaction held
+    /// is never projected again. Only for the test that proves the projection checks can fail.
+    pub bug_projector_follows_from_journal_end: bool,
+    /// Deliberately lets the projector read records that were written but not synced, while the
+    /// process stops after a failed commit. A power loss can then take away records the projection
+    /// holds. Only for the test that proves the "never ahead of the journal" check can fail.
+    pub bug_projector_reads_unsynced: bool,
 }
 
 impl SimConfig {
@@ -148,6 +156,8 @@ impl SimConfig {
             check_every: 25,
             segment_bytes_max: 4096,
             bug_acknowledge_before_commit: false,
+            bug_projector_follows_from_journal_end: false,
+            bug_projector_reads_unsynced: false,
         }
     }
 

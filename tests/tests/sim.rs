@@ -1,5 +1,6 @@
 //! The deterministic simulator over fixed seeds, and proof that it can fail: a run that breaks the
-//! durability rule on purpose must be reported with its seed, and flipped bits must be detected.
+//! durability rule on purpose must be reported with its seed, so must a projector broken on
+//! purpose, and flipped bits must be detected.
 //! `cargo xtask sim` runs many more seeds, starting from the clock.
 
 use surge_tests::sim::{run, SimConfig, SimFailure, SimReport};
@@ -74,6 +75,50 @@ fn acknowledging_before_the_commit_is_reported_with_its_seed() {
         assert!(failure.step > 0 && failure.step <= 2_000, "{failure}");
         assert!(failure.message.contains("acknowledged seq"), "{failure}");
     }
+}
+
+#[test]
+fn a_follower_restarted_at_the_journal_end_is_reported_with_its_seed() {
+    // The broken projector restores its follower to the journal's end after its own crash, so the
+    // commands its lost transaction held are never projected again.
+    let caught = (300..310).find_map(|seed| {
+        let config = SimConfig {
+            bug_projector_follows_from_journal_end: true,
+            ..SimConfig::new(seed, 2_000)
+        };
+        run(&config).err()
+    });
+    let failure = caught.expect("one of ten seeds catches a projection that skipped commands");
+    assert!((300..310).contains(&failure.seed), "{failure}");
+    // Found by the check against the follower's engine, or at the next start by the rebuild.
+    assert!(
+        failure.message.contains("in the projection") || failure.message.contains("rebuilt from"),
+        "{failure}"
+    );
+    run(&SimConfig::new(failure.seed, 2_000)).expect("the same seed passes without the bug");
+}
+
+#[test]
+fn a_projection_of_unsynced_records_is_reported_with_its_seed() {
+    // The broken projector reads records the journal wrote but did not sync while the process
+    // stops after a failed fsync; the power loss that may follow takes them from the journal but
+    // not from the projection.
+    let caught = (400..420).find_map(|seed| {
+        let config = SimConfig {
+            bug_projector_reads_unsynced: true,
+            sync_failure_probability: 0.05,
+            ..SimConfig::new(seed, 2_000)
+        };
+        run(&config).err()
+    });
+    let failure = caught.expect("one of twenty seeds catches a projection ahead of the journal");
+    assert!(
+        failure.message.contains("not durable") || failure.message.contains("rebuilt from"),
+        "{failure}"
+    );
+    let config =
+        SimConfig { sync_failure_probability: 0.05, ..SimConfig::new(failure.seed, 2_000) };
+    run(&config).expect("the same seed passes without the bug");
 }
 
 #[test]

@@ -27,7 +27,7 @@ use std::ops::ControlFlow;
 use surge_engine::{
     Command, Engine, OrderId, OrderState, Outcome, Sequence, Timestamp, WarehouseId,
 };
-use surge_journal::{JournalTail, MemStorage, Recovery};
+use surge_journal::{scan, JournalTail, MemStorage, Recovery};
 use surge_orders_svc::memory::MemoryStore;
 use surge_orders_svc::{
     project, Answer, KeyedAnswer, NewOrder, OrderStatus, OrderStore, PaymentStatus, PlacedOrder,
@@ -70,6 +70,8 @@ pub(super) struct Projector {
     commit_probability: f64,
     crash_probability: f64,
     sync_probability: f64,
+    bug_follows_from_journal_end: bool,
+    bug_reads_unsynced: bool,
     /// The follower's engine: it has applied every record read so far.
     engine: Engine,
     /// Reads the journal after `engine`'s last sequence; `None` while the process is down.
@@ -95,6 +97,8 @@ impl Projector {
             commit_probability: config.projector_commit_probability,
             crash_probability: config.projector_crash_probability,
             sync_probability: config.projection_sync_probability,
+            bug_follows_from_journal_end: config.bug_projector_follows_from_journal_end,
+            bug_reads_unsynced: config.bug_projector_reads_unsynced,
             engine: Engine::new(SIM_LIMITS),
             tail: None,
             recovery: None,
@@ -221,13 +225,22 @@ impl Projector {
     pub(super) fn step_while_stopping(
         &mut self,
         durable: Sequence,
+        journal: &MemStorage,
         report: &mut SimReport,
     ) -> Result<(), String> {
         if self.rng.below(2) == 0 {
             return Ok(());
         }
-        while self.engine.last_sequence() < durable {
-            self.follow(durable, u64::MAX)?;
+        let through = if self.bug_reads_unsynced {
+            // Everything the journal's files hold, synced or not.
+            let recovery =
+                scan(journal).map_err(|error| format!("scanning the journal: {error}"))?;
+            Sequence(recovery.next_seq - 1)
+        } else {
+            durable
+        };
+        while self.engine.last_sequence() < through {
+            self.follow(through, u64::MAX)?;
             self.project_waiting(usize::MAX, report);
         }
         self.project_waiting(usize::MAX, report);
@@ -321,7 +334,8 @@ impl Projector {
         } else {
             watermark
         };
-        let follower = self.restore_follower(journal, snapshots, Some(from), report)?;
+        let to = if self.bug_follows_from_journal_end { None } else { Some(from) };
+        let follower = self.restore_follower(journal, snapshots, to, report)?;
         self.open_tail(journal, follower)
     }
 
@@ -533,8 +547,8 @@ impl Sim<'_> {
 
     /// See [`Projector::step_while_stopping`].
     pub(super) fn step_projector_while_stopping(&mut self) -> Result<(), SimFailure> {
-        let Sim { projector, report, durable, .. } = self;
-        let result = projector.step_while_stopping(*durable, report);
+        let Sim { projector, journal, report, durable, .. } = self;
+        let result = projector.step_while_stopping(*durable, journal, report);
         result.map_err(|message| self.fail(message))?;
         self.check_skips()
     }
