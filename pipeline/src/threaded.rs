@@ -409,6 +409,8 @@ impl Output {
 
     /// Empties the output, keeping its buffers.
     pub fn clear(&mut self) {
+        // An empty output covers nothing: projecting it must not move anyone's watermark.
+        self.through = Sequence(0);
         self.commands.clear();
         self.events.clear();
         self.attachments.clear();
