@@ -9,9 +9,9 @@
 //! the stored answers of the last [`KEY_RETENTION`]; the server reports ready only after that, so
 //! a retry after a crash always finds its first answer.
 //!
-//! Bounded: at [`CheckoutKeys::capacity`] the oldest settled entries are dropped even if younger
-//! than the retention, and from then on a key not found here is looked up in the store
-//! ([`Lookup::Unknown`]) until the dropped ones have aged out. Answers decided before the engine
+//! Bounded: at its capacity ([`crate::Config::checkout_keys_max`]) the oldest settled entries
+//! are dropped even if younger than the retention, and from then on a key not found here is
+//! looked up in the store ([`Lookup::Unknown`]) until the dropped ones have aged out. Answers decided before the engine
 //! (unknown SKU, changed price) are kept here only: nothing was reserved, and after a restart such
 //! a request is evaluated again.
 
@@ -99,10 +99,6 @@ pub struct CheckoutKeys {
 impl CheckoutKeys {
     pub fn new(capacity: usize) -> CheckoutKeys {
         CheckoutKeys { inner: Mutex::new(Inner::default()), capacity: capacity.max(1) }
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
