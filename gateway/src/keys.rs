@@ -11,9 +11,9 @@
 //!
 //! Bounded: at its capacity ([`crate::Config::checkout_keys_max`]) the oldest settled entries
 //! are dropped even if younger than the retention, and from then on a key not found here is
-//! looked up in the store ([`Lookup::Unknown`]) until the dropped ones have aged out. Answers decided before the engine
-//! (unknown SKU, changed price) are kept here only: nothing was reserved, and after a restart such
-//! a request is evaluated again.
+//! looked up in the store ([`Lookup::Unknown`]) until the dropped ones have aged out. Answers
+//! decided before the engine (unknown SKU, changed price) are kept here only: nothing was
+//! reserved, and after a restart such a request is evaluated again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
