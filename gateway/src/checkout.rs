@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use rusqlite::{params, OptionalExtension};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use surge_engine::limits::{LINES_PER_ORDER_MAX, WAREHOUSE_CHOICES_MAX};
@@ -38,7 +38,7 @@ use surge_engine::{
     BuyerId, CartVersion, Command, Expiry, LineRequest, LineRequests, OrderId, Outcome, Rejection,
     Sequence, SkuId, WarehouseChoices,
 };
-use surge_orders_svc::{Answer, CheckoutRecord, PlacedOrder, RecordLine, Shipping};
+use surge_orders_svc::{Answer, CheckoutRecord, OrderLine, PlacedOrder, RecordLine, Shipping};
 
 use crate::auth::{Caller, Role};
 use crate::catalog::SkuInfo;
@@ -126,15 +126,26 @@ impl CheckoutRequest {
 
 /// `201` with the placed order (the first answer and every replay of it).
 fn placed_response(order: &PlacedOrder, replayed: bool) -> Response {
-    let body = json!({
-        "order_id": order_id_string(order.id),
-        "status": "pending_payment",
-        "lines": order.lines,
-        "total_cents": order.total_cents,
-        "currency": order.currency,
-        "created_at": order.created_at,
-        "expires_at": order.expires_at,
-    });
+    /// The body, serialized straight from the order (no intermediate JSON value).
+    #[derive(Serialize)]
+    struct Body<'a> {
+        order_id: String,
+        status: &'static str,
+        lines: &'a [OrderLine],
+        total_cents: i64,
+        currency: &'a str,
+        created_at: &'a str,
+        expires_at: &'a str,
+    }
+    let body = Body {
+        order_id: order_id_string(order.id),
+        status: "pending_payment",
+        lines: &order.lines,
+        total_cents: order.total_cents,
+        currency: &order.currency,
+        created_at: &order.created_at,
+        expires_at: &order.expires_at,
+    };
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     if replayed {
         mark_replayed(&mut response);

@@ -54,6 +54,8 @@ pub struct Config {
     pub webhook_secret: String,
     /// How long the sandbox payment provider takes to answer.
     pub payment_latency: Duration,
+    /// Whether the sandbox keeps a per-order ledger of what it did (tests; it grows per order).
+    pub payment_ledger: bool,
     /// The most checkout idempotency keys held in memory ([`keys`]).
     pub checkout_keys_max: usize,
 }
@@ -66,6 +68,7 @@ impl Default for Config {
             rate_burst: 100,
             webhook_secret: String::new(),
             payment_latency: Duration::from_millis(20),
+            payment_ledger: false,
             checkout_keys_max: keys::KEYS_MAX_DEFAULT,
         }
     }

@@ -55,18 +55,37 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     fn refund(&self, order: OrderId, amount_cents: i64);
 }
 
-/// Where a provider running in this process delivers its webhooks: the same function the HTTP
-/// route calls, signature check included. It does not keep the services alive: a delivery after
-/// they stopped fails, as it would against a server that is down, and the provider retries.
+/// Where a provider running in this process delivers its results: the same step the HTTP route
+/// takes once it has checked the signature and read the body ([`apply_results`]), for many
+/// results at once. It does not keep the services alive: a delivery after they stopped fails, as
+/// it would against a server that is down, and the provider retries.
 #[derive(Clone, Debug)]
 pub struct WebhookSink {
     state: std::sync::Weak<AppState>,
 }
 
 impl WebhookSink {
-    pub async fn deliver(&self, signature: &str, body: &[u8]) -> Result<(), ApiError> {
+    /// Applies the results in one journal batch; `Ok` once they are durable.
+    pub async fn deliver(&self, results: &[PaymentResult]) -> Result<(), ApiError> {
         let state = self.state.upgrade().ok_or_else(ApiError::overloaded)?;
-        process_webhook(&state, Some(signature), body).await
+        apply_results(&state, results).await
+    }
+}
+
+/// What a provider reports about one charge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaymentResult {
+    pub order: OrderId,
+    pub succeeded: bool,
+}
+
+impl PaymentResult {
+    fn command(self) -> Command {
+        if self.succeeded {
+            Command::Commit { order: self.order }
+        } else {
+            Command::Release { order: self.order, reason: ReleaseReason::PaymentFailed }
+        }
     }
 }
 
@@ -135,11 +154,7 @@ async fn webhook(
 }
 
 /// Verifies and applies one webhook event: the payment's result becomes an engine command, and
-/// the answer leaves once that command is durable. Nothing else happens here: the projection reads
-/// the command's outcome from the journal and records the payment, the order's new status and any
-/// refund a late payment needs (`surge_orders_svc::project`). A repeated event is harmless by
-/// construction: the engine answers a second commit or release of the same order with a refusal
-/// that changes nothing, so no table of seen event ids is needed.
+/// the answer leaves once that command is durable ([`apply_results`]).
 pub async fn process_webhook(
     state: &Arc<AppState>,
     signature: Option<&str>,
@@ -153,18 +168,49 @@ pub async fn process_webhook(
     }
     let order =
         parse_order_id(&event.order_id).ok_or_else(|| ApiError::not_found("no such order"))?;
-    let command = match event.kind.as_str() {
-        "payment.succeeded" => Command::Commit { order },
-        "payment.failed" => Command::Release { order, reason: ReleaseReason::PaymentFailed },
+    let succeeded = match event.kind.as_str() {
+        "payment.succeeded" => true,
+        "payment.failed" => false,
         other => return Err(ApiError::validation(format!("type: unknown event type {other}"))),
     };
-    // An order id is the sequence of its reservation: one the journal has not reached names no
-    // order (a live order id never exceeds the engine's sequence).
-    if order.0 > crate::last_sequence(&services.engine).await?.0 {
+    if !names_an_order(&services.engine, order) {
         return Err(ApiError::not_found("no such order"));
     }
-    crate::submit(&services.engine, command).await?;
-    Ok(())
+    apply_results(state, &[PaymentResult { order, succeeded }]).await
+}
+
+/// An order id is the sequence of its reservation: one the journal has not reached names no
+/// order (a live order id never exceeds the durable sequence, since a charge starts only after
+/// its reservation was durable and projected).
+fn names_an_order(engine: &surge_pipeline::Handle, order: OrderId) -> bool {
+    order.0 <= engine.durable_sequence().0
+}
+
+/// Payment results in, engine commands out: success commits the reservation, failure releases
+/// it, all of them journaled in one batch. Nothing else happens here: the projection reads each
+/// command's outcome from the journal and records the payment, the order's new status and any
+/// refund a late payment needs (`surge_orders_svc::project`). A repeated result is harmless by
+/// construction: the engine answers a second commit or release of the same order with a refusal
+/// that changes nothing, so no table of seen event ids is needed. Results for ids that name no
+/// order are dropped.
+pub async fn apply_results(
+    state: &Arc<AppState>,
+    results: &[PaymentResult],
+) -> Result<(), ApiError> {
+    let services = state.services()?;
+    let commands: Vec<Command> = results
+        .iter()
+        .filter(|result| names_an_order(&services.engine, result.order))
+        .map(|result| result.command())
+        .collect();
+    match commands.len() {
+        0 => Ok(()),
+        1 => crate::submit(&services.engine, commands[0]).await.map(drop),
+        _ => {
+            let ticket = services.engine.try_submit_group(commands).map_err(crate::submit_error)?;
+            ticket.outcomes().await.map_err(crate::submit_error).map(drop)
+        }
+    }
 }
 
 /// The payment work the projection asks for, done against the provider. Every call carries the
@@ -269,16 +315,22 @@ pub async fn due_work(db: &crate::db::Db) -> Result<Vec<Work>, ApiError> {
 /// The built-in provider. It decides by token, like a real provider's test cards:
 /// `tok_ok` succeeds, `tok_decline` (and any unknown token) fails, `tok_hang` never answers,
 /// `tok_late` succeeds just after the reservation expired.
+///
+/// Results are delivered by one task in order of their due time, every result due at once in one
+/// delivery (one journal batch), so the sandbox costs the server little next to the checkouts it
+/// pays for. A failed delivery is retried, like a real provider's webhook, with growing pauses.
 #[derive(Debug)]
 pub struct Sandbox {
-    pub secret: String,
     pub latency: Duration,
     /// Orders whose charge is under way, like a real provider's idempotency keys: charging one of
     /// them again does nothing. (Kept in memory: after a restart a charge is answered again, which
     /// is what a provider does for a retried key.)
     charging: Arc<std::sync::Mutex<std::collections::HashSet<OrderId>>>,
-    /// Charges started and refunds sent, per order, for tests that check nothing is done twice.
-    pub ledger: Arc<std::sync::Mutex<std::collections::BTreeMap<OrderId, Ledger>>>,
+    /// Charges started and refunds sent, per order, for tests that check nothing is done twice;
+    /// `None` unless asked for (it grows with every order).
+    ledger: Option<Arc<std::sync::Mutex<std::collections::BTreeMap<OrderId, Ledger>>>>,
+    /// The delivery task's queue, started with the first charge.
+    deliveries: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Delivery>>,
 }
 
 /// What the sandbox did for one order.
@@ -288,25 +340,55 @@ pub struct Ledger {
     pub refunds: u32,
 }
 
+/// A result to deliver at `due`; `attempt` counts deliveries tried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Delivery {
+    due: tokio::time::Instant,
+    order: OrderId,
+    succeeded: bool,
+    attempt: u32,
+}
+
 impl Sandbox {
-    pub fn new(secret: String, latency: Duration) -> Sandbox {
-        Sandbox { secret, latency, charging: Arc::default(), ledger: Arc::default() }
+    /// A sandbox answering after `latency`; with `keep_ledger`, it records per order what it did
+    /// ([`Sandbox::ledger`]).
+    pub fn new(latency: Duration, keep_ledger: bool) -> Sandbox {
+        Sandbox {
+            latency,
+            charging: Arc::default(),
+            ledger: keep_ledger.then(Arc::default),
+            deliveries: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// What the sandbox did per order (empty when it keeps no ledger).
+    pub fn ledger(&self) -> std::collections::BTreeMap<OrderId, Ledger> {
+        self.ledger.as_ref().map(|ledger| lock(ledger).clone()).unwrap_or_default()
+    }
+
+    fn record(&self, order: OrderId, change: impl FnOnce(&mut Ledger)) {
+        if let Some(ledger) = &self.ledger {
+            change(lock(ledger).entry(order).or_default());
+        }
     }
 }
 
 /// Deliveries are retried like a real provider's, with growing pauses, this many times.
 const DELIVERY_ATTEMPTS: u32 = 8;
 
+/// Results delivered in one journal batch at most.
+const DELIVERY_GROUP_MAX: usize = 1_024;
+
 impl PaymentProvider for Sandbox {
     fn charge(&self, charge: Charge, webhook: WebhookSink) {
         if !lock(&self.charging).insert(charge.order) {
             return;
         }
-        lock(&self.ledger).entry(charge.order).or_default().charges += 1;
-        let kind = match charge.token.as_str() {
-            "tok_ok" | "tok_late" => "payment.succeeded",
+        self.record(charge.order, |entry| entry.charges += 1);
+        let succeeded = match charge.token.as_str() {
+            "tok_ok" | "tok_late" => true,
             "tok_hang" => return,
-            _ => "payment.failed",
+            _ => false,
         };
         let delay = if charge.token == "tok_late" {
             let wait_ns = charge.expires_at.0.saturating_sub(crate::time::now().0);
@@ -314,45 +396,94 @@ impl PaymentProvider for Sandbox {
         } else {
             self.latency
         };
-        let secret = self.secret.clone();
-        let charging = Arc::clone(&self.charging);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let event = WebhookEvent {
-                id: format!("evt_{}_{}", order_id_string(charge.order), kind.replace('.', "_")),
-                kind: kind.to_owned(),
-                order_id: order_id_string(charge.order),
-            };
-            let body = serde_json::to_vec(&event).expect("event serializes");
-            let mut pause = Duration::from_millis(50);
-            for attempt in 1..=DELIVERY_ATTEMPTS {
-                let signature = sign(&secret, crate::auth::unix_now(), &body);
-                match webhook.deliver(&signature, &body).await {
-                    Ok(()) => {
-                        lock(&charging).remove(&charge.order);
-                        return;
-                    }
-                    Err(error) if attempt < DELIVERY_ATTEMPTS => {
-                        tracing::debug!(%error, attempt, "sandbox webhook delivery failed; retrying");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(5));
-                    }
-                    Err(error) => {
-                        lock(&charging).remove(&charge.order);
-                        tracing::warn!(%error, "sandbox webhook delivery gave up");
-                    }
-                }
-            }
+        let delivery = Delivery {
+            due: tokio::time::Instant::now() + delay,
+            order: charge.order,
+            succeeded,
+            attempt: 0,
+        };
+        let queue = self.deliveries.get_or_init(|| {
+            let (queue, arrivals) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(deliver(arrivals, webhook, Arc::clone(&self.charging)));
+            queue
         });
+        // The task ends only when the sandbox is dropped, so a send cannot fail while `self` lives.
+        let _ = queue.send(delivery);
     }
 
     fn refund(&self, order: OrderId, amount_cents: i64) {
         // Keyed by the order: a second request for the same refund is answered, not repeated.
-        let mut ledger = lock(&self.ledger);
-        let entry = ledger.entry(order).or_default();
-        if entry.refunds == 0 {
-            entry.refunds = 1;
-            tracing::info!(order = %order_id_string(order), amount_cents, "sandbox refund");
+        self.record(order, |entry| {
+            if entry.refunds == 0 {
+                entry.refunds = 1;
+            }
+        });
+        tracing::info!(order = %order_id_string(order), amount_cents, "sandbox refund");
+    }
+}
+
+/// The sandbox's delivery task: waits for the earliest due result, delivers every result due by
+/// then in one batch, and puts a failed batch back with a pause that doubles per attempt. It ends
+/// when the sandbox is dropped.
+async fn deliver(
+    mut arrivals: tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+    sink: WebhookSink,
+    charging: Arc<std::sync::Mutex<std::collections::HashSet<OrderId>>>,
+) {
+    let mut waiting = std::collections::BinaryHeap::new();
+    let mut due = Vec::new();
+    loop {
+        let next = waiting
+            .peek()
+            .map(|std::cmp::Reverse(delivery): &std::cmp::Reverse<Delivery>| delivery.due);
+        tokio::select! {
+            arrival = arrivals.recv() => match arrival {
+                Some(delivery) => waiting.push(std::cmp::Reverse(delivery)),
+                None => return,
+            },
+            () = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)),
+                if next.is_some() =>
+            {
+                let now = tokio::time::Instant::now();
+                due.clear();
+                while due.len() < DELIVERY_GROUP_MAX {
+                    match waiting.peek() {
+                        Some(std::cmp::Reverse(delivery)) if delivery.due <= now => {
+                            due.push(*delivery);
+                            waiting.pop();
+                        }
+                        _ => break,
+                    }
+                }
+                let results: Vec<PaymentResult> = due
+                    .iter()
+                    .map(|delivery| PaymentResult {
+                        order: delivery.order,
+                        succeeded: delivery.succeeded,
+                    })
+                    .collect();
+                let delivered = sink.deliver(&results).await;
+                for delivery in &due {
+                    let attempt = delivery.attempt + 1;
+                    match &delivered {
+                        Err(error) if attempt < DELIVERY_ATTEMPTS => {
+                            tracing::debug!(%error, attempt, "sandbox delivery failed; retrying");
+                            let pause = Duration::from_millis(50)
+                                .saturating_mul(1 << attempt.min(7))
+                                .min(Duration::from_secs(5));
+                            let retry = Delivery { due: now + pause, attempt, ..*delivery };
+                            waiting.push(std::cmp::Reverse(retry));
+                        }
+                        Err(error) => {
+                            lock(&charging).remove(&delivery.order);
+                            tracing::warn!(%error, order = delivery.order.0, "sandbox delivery gave up");
+                        }
+                        Ok(()) => {
+                            lock(&charging).remove(&delivery.order);
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -100,7 +100,7 @@ where
     let engine = pipeline.handle();
     let feeder =
         crate::search::start_feeder(&search, &db, &paths.database, &engine, stock_updates).await?;
-    let sandbox = Arc::new(Sandbox::new(config.webhook_secret.clone(), config.payment_latency));
+    let sandbox = Arc::new(Sandbox::new(config.payment_latency, config.payment_ledger));
     let provider: Arc<dyn PaymentProvider> = Arc::clone(&sandbox) as Arc<dyn PaymentProvider>;
     let due = crate::payments::due_work(&db).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     if !due.is_empty() {

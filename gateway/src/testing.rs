@@ -93,13 +93,15 @@ impl TestApp {
         self.state.services().expect("the test app is ready")
     }
 
-    /// A config with rate limiting off, a short reservation window and a quick sandbox.
+    /// A config with rate limiting off, a short reservation window and a quick sandbox
+    /// that keeps its ledger.
     pub fn config() -> Config {
         Config {
             rate_per_second: 0,
             rate_burst: 0,
             reservation_ttl: Duration::from_secs(60),
             payment_latency: Duration::from_millis(5),
+            payment_ledger: true,
             ..Config::default()
         }
     }

@@ -494,7 +494,7 @@ async fn a_cancel_whose_client_goes_away_is_still_refunded() {
     let sandbox = &sale.app.running.as_ref().unwrap().sandbox;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let ledger = sandbox.ledger.lock().unwrap().clone();
+        let ledger = sandbox.ledger();
         let refunded = ledger.values().filter(|entry| entry.refunds == 1).count();
         assert!(
             ledger.values().all(|entry| entry.charges == 1 && entry.refunds <= 1),
@@ -574,7 +574,7 @@ async fn after_a_restart_keys_replay_and_pending_payments_are_driven_again() {
     let sale = Sale { app, seller, buyer };
     // Driven again at start, from the rows; charged once by this provider.
     sale.wait_for_status(&id, "confirmed").await;
-    let ledger = sale.app.running.as_ref().unwrap().sandbox.ledger.lock().unwrap().clone();
+    let ledger = sale.app.running.as_ref().unwrap().sandbox.ledger();
     assert_eq!(ledger.values().map(|entry| entry.charges).sum::<u32>(), 1, "{ledger:?}");
     let (status, again, replayed) = sale.checkout("before", body.clone()).await;
     assert_eq!((status, replayed), (StatusCode::CREATED, true), "{again}");

@@ -329,6 +329,28 @@ impl Handle {
         Ok(GroupTicket { reply: ticket })
     }
 
+    /// [`Handle::submit_group`] for request handlers and async producers: answers `Overloaded` at
+    /// once when the queue is full instead of waiting for room.
+    pub fn try_submit_group(&self, commands: Vec<Command>) -> Result<GroupTicket, SubmitError> {
+        if self.shared.stopping.load(Ordering::Acquire) {
+            return Err(SubmitError::Stopped);
+        }
+        let (reply, ticket) = oneshot::channel();
+        let results = Vec::with_capacity(commands.len());
+        match self.queue.try_send(Message::Group { commands, results, reply }) {
+            Ok(()) => Ok(GroupTicket { reply: ticket }),
+            Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
+        }
+    }
+
+    /// The sequence of the last command the journal made durable (0 before the first), read from
+    /// a counter without asking the engine thread. Every command acknowledged so far is at or
+    /// below it, and so is every command the follower has handed on.
+    pub fn durable_sequence(&self) -> Sequence {
+        Sequence(self.shared.durable_sequence.load(Ordering::Acquire))
+    }
+
     /// Reads the engine's state: the engine thread answers `query` between two batches and sends
     /// it back filled. It sees every command acknowledged before the call (an acknowledgement
     /// leaves the engine thread after the command is applied) and none that is not yet durable; it

@@ -399,3 +399,39 @@ fn a_restart_hands_on_what_a_consumer_missed() {
     drop(outputs);
     pipeline.shutdown();
 }
+
+#[test]
+fn a_group_is_applied_in_order_with_consecutive_sequences_and_moves_the_durable_counter() {
+    let (pipeline, _) = start_in_memory();
+    let handle = pipeline.handle();
+    let before = handle.durable_sequence();
+    let set = |sku| Command::SetStock { sku: SkuId(sku), warehouse: WarehouseId(0), on_hand: 1 };
+    handle.submit(set(1)).unwrap().wait().unwrap();
+    let first = handle.submit(reserve(1, 1, 1, Duration::from_secs(60))).unwrap().wait().unwrap();
+    let Outcome::Reserved { order, .. } = first.outcome else { panic!("{first:?}") };
+    // A commit of the order, a second commit of it, and a reservation the stock cannot serve.
+    let group = vec![
+        Command::Commit { order },
+        Command::Commit { order },
+        reserve(2, 1, 1, Duration::from_secs(60)),
+    ];
+    let applied = handle.try_submit_group(group).unwrap().wait().unwrap();
+    assert_eq!(applied.len(), 3);
+    for pair in applied.windows(2) {
+        assert_eq!(pair[1].sequence.0, pair[0].sequence.0 + 1, "{applied:?}");
+    }
+    assert_eq!(applied[0].sequence.0, first.sequence.0 + 1);
+    assert!(
+        matches!(applied[0].outcome, Outcome::Transitioned { state: OrderState::Confirmed, .. }),
+        "{applied:?}"
+    );
+    assert!(matches!(applied[1].outcome, Outcome::Rejected(_)), "{applied:?}");
+    assert!(
+        matches!(applied[2].outcome, Outcome::Rejected(Rejection::OutOfStock { .. })),
+        "{applied:?}"
+    );
+    // Acknowledged means durable: the counter covers every command of the group.
+    assert!(handle.durable_sequence() >= applied[2].sequence);
+    assert!(handle.durable_sequence() > before);
+    pipeline.shutdown();
+}
