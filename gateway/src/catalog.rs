@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use axum::Router;
@@ -27,6 +27,7 @@ use crate::auth::{Caller, Role};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::json::Json;
+use crate::params::{Path, Query};
 use crate::users::user_id_string;
 use crate::{now_rfc3339, parse_product_id, product_id_string, AppState, Services};
 
@@ -1267,11 +1268,10 @@ struct ServiceabilityQuery {
 /// the checkout makes: the first by ETA, then id, that serves the code and has a unit available.
 async fn serviceability(
     State(state): State<Arc<AppState>>,
-    query: Result<Query<ServiceabilityQuery>, QueryRejection>,
+    query: Result<Query<ServiceabilityQuery>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let services = state.services()?;
-    let Query(query) =
-        query.map_err(|rejection| ApiError::validation(format!("query: {rejection}")))?;
+    let Query(query) = query?;
     let sku = query.sku.ok_or_else(|| ApiError::validation("sku: required"))?;
     let postal_code =
         query.postal_code.ok_or_else(|| ApiError::validation("postal_code: required"))?;

@@ -24,7 +24,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -45,6 +45,7 @@ use crate::catalog::SkuInfo;
 use crate::error::ApiError;
 use crate::json::Json;
 use crate::keys::{self, Lookup, RequestHash};
+use crate::params::Path;
 use crate::{now_rfc3339, order_id_string, AppState, Services};
 
 pub fn routes() -> Router<Arc<AppState>> {

@@ -1,9 +1,15 @@
 //! Every error the HTTP API answers, as an RFC 9457 problem document with the `code` of API.md.
 //!
 //! Handlers return `Result<_, ApiError>`; this is the one `IntoResponse` for errors, so the shape
-//! of an error cannot differ between routes.
+//! of an error cannot differ between routes. Answers made outside the handlers (axum's `405`, a
+//! rejection of one of its extractors, a layer) are turned into problem documents on the way out
+//! by [`problem_responses`], so no error leaves the gateway in another shape.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -115,6 +121,24 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", detail)
     }
 
+    /// `405`: the path exists, the method does not (the `Allow` header lists those that do).
+    pub fn method_not_allowed(method: &Method) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on this path; Allow lists the methods that are"),
+        )
+    }
+
+    /// A request that ran past the gateway's request timeout: `503 overloaded`, retried like load
+    /// shedding. What it submitted to the engine may still happen (a checkout is replayed under
+    /// its key).
+    pub fn timed_out(limit: Duration) -> Self {
+        let mut error = Self::overloaded();
+        error.detail = format!("no answer within {} ms; retry shortly", limit.as_millis());
+        error
+    }
+
     /// An operating error. The detail is logged, not shown: it may name files or queries.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
@@ -160,6 +184,63 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The largest body of a foreign error answer whose text becomes the problem's `detail`.
+const FOREIGN_DETAIL_BYTES_MAX: usize = 1024;
+
+/// Middleware: any error answer that is not a problem document yet becomes one, with the code its
+/// status stands for in API.md (`400` is malformed input: `422 validation_failed`), its text as
+/// the detail, and its headers (`Allow` of a `405`, `Retry-After`) kept. The handlers' own errors
+/// pass unchanged.
+pub async fn problem_responses(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, FOREIGN_DETAIL_BYTES_MAX)
+        .await
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty());
+    let detail = text.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let error = match status.as_u16() {
+        401 => ApiError::unauthorized(detail),
+        403 => ApiError::forbidden(detail),
+        404 => ApiError::not_found(detail),
+        405 => ApiError::method_not_allowed(&method),
+        409 => ApiError::conflict(detail),
+        413 => ApiError::payload_too_large(detail),
+        429 => ApiError::rate_limited(1),
+        503 => {
+            let mut error = ApiError::overloaded();
+            error.detail = detail;
+            error
+        }
+        _ if status.is_client_error() => ApiError::validation(detail),
+        _ => ApiError::internal(detail),
+    };
+    let mut converted = error.into_response();
+    let kept: Vec<&HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|name| **name != header::CONTENT_TYPE && **name != header::CONTENT_LENGTH)
+        .collect();
+    for name in kept {
+        converted.headers_mut().remove(name);
+        for value in parts.headers.get_all(name) {
+            converted.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    converted
 }
 
 impl From<rusqlite::Error> for ApiError {

@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod outbox;
+pub mod params;
 pub mod payments;
 pub mod projector;
 pub mod retention;
@@ -58,7 +59,12 @@ pub struct Config {
     pub payment_ledger: bool,
     /// The most checkout idempotency keys held in memory ([`keys`]).
     pub checkout_keys_max: usize,
+    /// How long a request may take before it is answered `503 overloaded` ([`deadline`]).
+    pub request_timeout: Duration,
 }
+
+/// The request timeout of [`Config::default`], and of every request before recovery is done.
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
 impl Default for Config {
     fn default() -> Self {
@@ -70,6 +76,7 @@ impl Default for Config {
             payment_latency: Duration::from_millis(20),
             payment_ledger: false,
             checkout_keys_max: keys::KEYS_MAX_DEFAULT,
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -127,13 +134,29 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(orders::routes())
         .merge(search::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
+        // Innermost, so that the metrics count the statuses clients get.
+        .layer(axum::middleware::from_fn(error::problem_responses))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), metrics::track))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(30),
-        ))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), deadline))
         .layer(axum::extract::DefaultBodyLimit::max(json::BODY_BYTES_MAX))
         .with_state(state)
+}
+
+/// Middleware: answers `503 overloaded` with `Retry-After` when the rest of the request takes
+/// longer than [`Config::request_timeout`] (the handler is dropped). A problem document like every
+/// error, rather than the empty `503` of tower-http's timeout layer.
+async fn deadline(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let limit = state
+        .services()
+        .map_or(REQUEST_TIMEOUT_DEFAULT, |services| services.config.request_timeout);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::timed_out(limit)),
+    }
 }
 
 /// Submits a command to the engine and waits until it is durable and applied. A full engine queue

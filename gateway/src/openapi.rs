@@ -62,8 +62,8 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
 fn problem_responses() -> Value {
     let problem = json!({"$ref": "#/components/responses/Problem"});
     json!({
-        "401": problem, "403": problem, "404": problem, "409": problem, "413": problem,
-        "422": problem, "429": problem, "503": problem,
+        "401": problem, "403": problem, "404": problem, "405": problem, "409": problem,
+        "413": problem, "422": problem, "429": problem, "503": problem,
     })
 }
 
@@ -134,7 +134,7 @@ pub fn document() -> Value {
                             "validation_failed", "unauthorized", "forbidden", "not_found", "conflict",
                             "out_of_stock", "not_deliverable", "purchase_limit_exceeded", "price_changed",
                             "idempotency_key_reused", "not_purchased", "rate_limited", "overloaded",
-                            "not_primary", "payload_too_large", "internal"]},
+                            "not_primary", "payload_too_large", "method_not_allowed", "internal"]},
                         "skus": {"type": "array", "items": {"type": "string"}},
                     },
                 },

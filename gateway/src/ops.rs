@@ -22,11 +22,11 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// `200` once recovered; before, the `503 overloaded` problem document every route answers then.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.services().is_ok() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "recovering\n").into_response()
+    match state.services() {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(error) => error.into_response(),
     }
 }
 

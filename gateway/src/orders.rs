@@ -13,8 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -28,6 +27,7 @@ use crate::auth::{Caller, Role};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::json::Json;
+use crate::params::{Path, Query};
 use crate::{order_id_string, AppState, Services};
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -205,11 +205,10 @@ struct Page {
     before: i64,
 }
 
-type QueryParams = Result<Query<HashMap<String, String>>, QueryRejection>;
+type QueryParams = Result<Query<HashMap<String, String>>, ApiError>;
 
 fn page(params: QueryParams) -> Result<Page, ApiError> {
-    let Query(params) =
-        params.map_err(|rejection| ApiError::validation(format!("query: {rejection}")))?;
+    let Query(params) = params?;
     let size = match params.get("size") {
         None => PAGE_SIZE_DEFAULT,
         Some(text) => {

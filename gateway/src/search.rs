@@ -22,8 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -39,6 +38,7 @@ use surge_search_svc::{ProductDoc, SearchError, SearchIndex, SearchQuery, Sort};
 use crate::error::ApiError;
 use crate::json::Json;
 use crate::outbox::SqliteOutbox;
+use crate::params::Query;
 use crate::{product_id_string, AppState};
 
 /// The routes of search and discovery.
@@ -729,12 +729,10 @@ fn parse_search(parameters: Vec<(String, String)>) -> Result<SearchRequest, ApiE
     Ok(SearchRequest { query, postal_code, size })
 }
 
-type Parameters = Result<Query<Vec<(String, String)>>, QueryRejection>;
+type Parameters = Result<Query<Vec<(String, String)>>, ApiError>;
 
 fn parameters(query: Parameters) -> Result<Vec<(String, String)>, ApiError> {
-    query
-        .map(|Query(parameters)| parameters)
-        .map_err(|rejection| ApiError::validation(format!("query: {rejection}")))
+    query.map(|Query(parameters)| parameters)
 }
 
 /// `GET /v1/search`.
