@@ -89,9 +89,10 @@ impl PaymentResult {
     }
 }
 
-/// The body of a webhook event.
+/// The body of a webhook event. Unlike every other request body, unknown fields are ignored:
+/// providers add fields to their events, and refusing one would refuse that provider's events for
+/// ever (a client's request is different: there an unknown field may be one it must not set).
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct WebhookEvent {
     /// Unique per event; a repeated id is acknowledged and ignored.
     pub id: String,

@@ -328,6 +328,45 @@ async fn the_webhook_checks_signatures_and_ignores_repeats() {
     assert_eq!(sale.stock_of("A").await["sold"], 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_event_with_fields_we_do_not_know_is_processed() {
+    let sale = sale(TestApp::config()).await;
+    sale.stock("A", "near", 2).await;
+    let (_, order, _) =
+        sale.checkout("w1", buy(&json!([{"sku": "A", "quantity": 1}]), "tok_hang", "10115")).await;
+    let id = order["order_id"].as_str().unwrap().to_owned();
+    // A provider that added fields since: they are ignored, the event is applied.
+    let body = json!({
+        "id": "evt_new_fields", "type": "payment.succeeded", "order_id": id,
+        "livemode": false, "data": {"amount": 1000, "currency": "usd"},
+    })
+    .to_string();
+    let request = Request::post("/v1/payments/webhook")
+        .header("content-type", "application/json")
+        .header(
+            "surge-signature",
+            surge_gateway::payments::sign(WEBHOOK_SECRET, SystemTimeNow::secs(), body.as_bytes()),
+        )
+        .body(Body::from(body))
+        .unwrap();
+    let (status, answer) = sale.app.send(request).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    sale.wait_for_status(&id, "confirmed").await;
+    // Every other body still refuses a field it does not know.
+    let (status, problem, _) = sale
+        .checkout(
+            "w2",
+            json!({
+                "shipping": {"name": "Ann", "line1": "Main St 1", "city": "Berlin", "postal_code": "10115"},
+                "payment": {"token": "tok_ok"}, "items": [{"sku": "A", "quantity": 1}],
+                "total_cents": 1,
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("total_cents"), "{problem}");
+}
+
 struct SystemTimeNow;
 
 impl SystemTimeNow {
