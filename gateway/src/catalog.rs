@@ -18,7 +18,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use axum::Router;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use surge_catalog_svc::EventKind;
 use surge_engine::{Command, Limits, Outcome, Rejection, SkuId, WarehouseId};
@@ -1120,17 +1120,10 @@ async fn get_stock(
     })))
 }
 
-/// Tells a field given as `null` (`Some(None)`) from a missing one (`None`, through `default`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Option<T>, D::Error> {
-    T::deserialize(deserializer).map(Some)
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LimitChange {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::json::present")]
     per_buyer: Option<Option<i64>>,
 }
 

@@ -153,3 +153,38 @@ async fn a_gateway_still_recovering_answers_problem_documents() {
         assert!(headers.contains_key("retry-after"), "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_struct_is_a_json_object_never_an_array() {
+    let app = TestApp::start(TestApp::config()).await;
+    let (_, buyer) = app.user("buyer").await;
+    let (_, before) = app.call(axum::http::Method::GET, "/v1/me", Some(&buyer), None).await;
+    // An array used to bind the profile's fields by position.
+    let cases = [
+        ("PATCH", "/v1/me", Some(buyer.as_str()), r#"["Evil", "999", "addr"]"#, "body"),
+        ("POST", "/v1/sessions", None, r#"["a@b.co", "password"]"#, "body"),
+        ("POST", "/v1/users", None, r#"["a@b.co", "password", "A", "buyer"]"#, "body"),
+        (
+            "PUT",
+            "/v1/warehouses/w1",
+            Some(surge_gateway::testing::ADMIN_TOKEN),
+            r#"{"name": "W", "postal_code": "10115", "serves": [["", 1]]}"#,
+            "serves[0]",
+        ),
+    ];
+    for (method, path, token, body, field) in cases {
+        let mut request =
+            Request::builder().method(method).uri(path).header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = send(&app.router, request.body(Body::from(body)).unwrap()).await;
+        let (problem, _) =
+            problem(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.starts_with(&format!("{field}: ")), "{method} {path}: {detail}");
+        assert!(detail.contains("expected a JSON object"), "{method} {path}: {detail}");
+    }
+    let (_, after) = app.call(axum::http::Method::GET, "/v1/me", Some(&buyer), None).await;
+    assert_eq!(before, after, "the profile did not change");
+}
