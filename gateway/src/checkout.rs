@@ -302,6 +302,10 @@ async fn prepare(
     if request.payment.token.is_empty() || request.payment.token.len() > 255 {
         return Err(ApiError::validation("payment.token: 1 to 255 characters"));
     }
+    // A total is never negative: such an expectation is malformed, not a price that changed.
+    if request.expected_total_cents.is_some_and(|expected| expected < 0) {
+        return Err(ApiError::validation("expected_total_cents: 0 or more"));
+    }
     let (items, cart) = match request.items {
         Some(items) => (items, None),
         None => {

@@ -163,7 +163,7 @@ pub fn document() -> Value {
                                 "quantity": {"type": "integer", "minimum": 1},
                             },
                         }},
-                        "expected_total_cents": {"type": "integer"},
+                        "expected_total_cents": {"type": "integer", "minimum": 0},
                     },
                 },
             },

@@ -198,8 +198,16 @@ async fn refusals_name_what_is_wrong_and_reserve_nothing() {
     );
     let mut priced = buy(&json!([{"sku": "A", "quantity": 2}]), "tok_ok", "10115");
     priced["expected_total_cents"] = json!(1999);
-    let (status, problem, _) = sale.checkout("o4", priced).await;
+    let (status, problem, _) = sale.checkout("o4", priced.clone()).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("price_changed")));
+    priced["expected_total_cents"] = json!(-1);
+    let (status, problem, _) = sale.checkout("o4-negative", priced).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed")),
+        "{problem}"
+    );
+    assert!(problem["detail"].as_str().unwrap().starts_with("expected_total_cents"), "{problem}");
     let (status, problem, _) =
         sale.checkout("o5", buy(&json!([{"sku": "A", "quantity": 0}]), "tok_ok", "10115")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
