@@ -27,7 +27,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ("post", "/v1/users", "users", "Sign up as buyer or seller"),
     ("post", "/v1/sessions", "users", "Sign in for a bearer token"),
     ("get", "/v1/me", "users", "Own profile"),
-    ("patch", "/v1/me", "users", "Change name, postal code, address"),
+    ("patch", "/v1/me", "users", "Change name, postal code, address (null clears)"),
     ("post", "/v1/admin/tokens", "users", "Ready-made users for load tests (admin)"),
     ("post", "/v1/products", "catalog", "Create a product (seller)"),
     ("post", "/v1/products/bulk", "catalog", "Create products from NDJSON (seller)"),

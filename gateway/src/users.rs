@@ -43,9 +43,8 @@ struct UserView {
     email: String,
     name: String,
     role: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `null` when not set (or cleared).
     postal_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     address: Option<String>,
 }
 
@@ -206,15 +205,18 @@ async fn me(
     load_user(&state, caller.user_id).await.map(Json)
 }
 
+/// A `PATCH /v1/me`: a field left out is kept, a field given is set, and `postal_code` or
+/// `address` given as `null` is cleared (as `per_buyer: null` lifts a limit). A name cannot be
+/// cleared.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProfileChange {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    postal_code: Option<String>,
-    #[serde(default)]
-    address: Option<String>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    postal_code: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    address: Option<Option<String>>,
 }
 
 async fn update_me(
@@ -225,12 +227,15 @@ async fn update_me(
     if caller.user_id == ADMIN_USER_ID {
         return Err(ApiError::forbidden("the admin token has no profile"));
     }
-    if let Some(name) = &change.name {
-        if name.trim().is_empty() || name.len() > 200 {
-            return Err(ApiError::validation("name: between 1 and 200 characters"));
+    let name = match change.name {
+        Some(None) => return Err(ApiError::validation("name: cannot be cleared")),
+        Some(Some(name)) if name.trim().is_empty() || name.len() > 200 => {
+            return Err(ApiError::validation("name: between 1 and 200 characters"))
         }
-    }
-    if let Some(code) = &change.postal_code {
+        Some(Some(name)) => Some(name.trim().to_owned()),
+        None => None,
+    };
+    if let Some(Some(code)) = &change.postal_code {
         if code.is_empty()
             || code.len() > 16
             || !code.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '-')
@@ -240,18 +245,24 @@ async fn update_me(
             ));
         }
     }
-    if change.address.as_ref().is_some_and(|address| address.len() > 500) {
-        return Err(ApiError::validation("address: at most 500 characters"));
+    if let Some(Some(address)) = &change.address {
+        if address.len() > 500 {
+            return Err(ApiError::validation("address: at most 500 characters"));
+        }
     }
     let id = caller.user_id;
+    let (set_postal_code, postal_code) =
+        (change.postal_code.is_some(), change.postal_code.flatten());
+    let (set_address, address) = (change.address.is_some(), change.address.flatten());
     state
         .services()?
         .db
         .write(move |tx| {
             tx.execute(
-                "UPDATE users SET name = COALESCE(?2, name), postal_code = COALESCE(?3, postal_code),
-                 address = COALESCE(?4, address) WHERE id = ?1",
-                params![id, change.name.map(|n| n.trim().to_owned()), change.postal_code, change.address],
+                "UPDATE users SET name = COALESCE(?2, name),
+                 postal_code = CASE WHEN ?3 THEN ?4 ELSE postal_code END,
+                 address = CASE WHEN ?5 THEN ?6 ELSE address END WHERE id = ?1",
+                params![id, name, set_postal_code, postal_code, set_address, address],
             )?;
             Ok(())
         })

@@ -36,6 +36,41 @@ async fn sign_up_sign_in_and_profile() {
 }
 
 #[tokio::test]
+async fn a_profile_field_left_out_is_kept_and_null_clears_it() {
+    let app = TestApp::start(TestApp::config()).await;
+    let (_, token) = app.user("buyer").await;
+    let patch = |body| app.call(Method::PATCH, "/v1/me", Some(&token), Some(body));
+    let (status, me) = patch(json!({"postal_code": "10115", "address": "Main St 1"})).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    let (_, me) = patch(json!({"name": "Ann"})).await;
+    assert_eq!(
+        (me["postal_code"].as_str(), me["address"].as_str()),
+        (Some("10115"), Some("Main St 1"))
+    );
+
+    let (status, me) = patch(json!({"postal_code": null})).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!((&me["postal_code"], me["address"].as_str()), (&json!(null), Some("Main St 1")));
+    let (_, me) = app.call(Method::GET, "/v1/me", Some(&token), None).await;
+    assert_eq!(me["postal_code"], json!(null), "{me}");
+    assert!(me.as_object().unwrap().contains_key("postal_code"), "shown as null: {me}");
+    let (_, me) = patch(json!({"address": null, "postal_code": "80331"})).await;
+    assert_eq!((me["postal_code"].as_str(), &me["address"]), (Some("80331"), &json!(null)));
+
+    for (body, field) in [
+        (json!({"name": null}), "name"),
+        (json!({"postal_code": ""}), "postal_code"),
+        (json!({"postal_code": 10115}), "postal_code"),
+    ] {
+        let (status, problem) = patch(body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert!(problem["detail"].as_str().unwrap().starts_with(field), "{problem}");
+    }
+    let (_, me) = app.call(Method::GET, "/v1/me", Some(&token), None).await;
+    assert_eq!((me["name"].as_str(), me["postal_code"].as_str()), (Some("Ann"), Some("80331")));
+}
+
+#[tokio::test]
 async fn bad_input_is_a_problem_document_naming_the_field() {
     let app = TestApp::start(TestApp::config()).await;
     let cases = [
