@@ -913,7 +913,6 @@ async fn create_products_bulk(
 
     let mut failed = Vec::new();
     let mut valid = Vec::new();
-    let mut claimed: HashSet<Sku> = HashSet::new();
     let lines =
         body.split(|byte| *byte == b'\n').enumerate().map(|(index, line)| (index + 1, line));
     for (line, text) in lines.filter(|(_, text)| !text.iter().all(u8::is_ascii_whitespace)) {
@@ -923,21 +922,7 @@ async fn create_products_bulk(
             )));
         }
         match crate::json::parse::<NewProduct>(text).and_then(NewProduct::validate) {
-            Ok(product) => {
-                // A SKU claimed by an earlier line fails this line, not the earlier one.
-                if let Some(index) =
-                    product.variants.iter().position(|variant| claimed.contains(&variant.sku))
-                {
-                    let sku = product.variants[index].sku.as_str();
-                    let error = ApiError::conflict(format!(
-                        "variants[{index}].sku: {sku} appears on an earlier line"
-                    ));
-                    failed.push(BulkFailure { line, code: error.code, error: error.detail });
-                } else {
-                    claimed.extend(product.variants.iter().map(|variant| variant.sku.clone()));
-                    valid.push((line, product));
-                }
-            }
+            Ok(product) => valid.push((line, product)),
             Err(error) => failed.push(BulkFailure { line, code: error.code, error: error.detail }),
         }
     }
@@ -949,11 +934,29 @@ async fn create_products_bulk(
             move |transaction| {
                 let mut created = Vec::with_capacity(valid.len());
                 let mut refused = Vec::new();
+                // SKUs of the lines stored so far. A SKU an earlier line stored fails this line,
+                // not the earlier one; a SKU only a refused earlier line named is still free.
+                let mut stored: HashSet<&Sku> = HashSet::new();
                 for (line, product) in &valid {
+                    if let Some(index) =
+                        product.variants.iter().position(|variant| stored.contains(&variant.sku))
+                    {
+                        let sku = product.variants[index].sku.as_str();
+                        let error = ApiError::conflict(format!(
+                            "variants[{index}].sku: {sku} appears on an earlier line"
+                        ));
+                        refused.push(BulkFailure {
+                            line: *line,
+                            code: error.code,
+                            error: error.detail,
+                        });
+                        continue;
+                    }
                     transaction.execute_batch("SAVEPOINT bulk_line")?;
                     match insert_product(transaction, seller_id, product, skus_max) {
                         Ok((product_id, skus)) => {
                             transaction.execute_batch("RELEASE bulk_line")?;
+                            stored.extend(product.variants.iter().map(|variant| &variant.sku));
                             created.push((product_id, skus));
                         }
                         // An operating error fails the whole request; a refusal only its line.

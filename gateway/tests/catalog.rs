@@ -276,6 +276,40 @@ async fn bulk_upload_reports_bad_lines_and_stores_the_rest() {
 }
 
 #[tokio::test]
+async fn a_bulk_line_may_use_a_sku_only_a_refused_earlier_line_named() {
+    let app = TestApp::start(TestApp::config()).await;
+    let (_, seller) = app.user("seller").await;
+    create(&app, &seller, product("TAKEN", "toys")).await;
+    let variant = |sku: &str| json!({"sku": sku, "price_cents": 100, "currency": "USD"});
+    let lines = [
+        // Refused by the database: TAKEN exists. FREE is not stored with it.
+        json!({"title": "Pair", "category": "toys", "variants": [variant("FREE"), variant("TAKEN")]}),
+        json!({"title": "Single", "category": "toys", "variants": [variant("FREE")]}),
+        // FREE is now stored, by line 2.
+        json!({"title": "Again", "category": "toys", "variants": [variant("FREE")]}),
+    ];
+    let body = lines.iter().map(Value::to_string).collect::<Vec<_>>().join("\n");
+    let request = Request::post("/v1/products/bulk")
+        .header("authorization", format!("Bearer {seller}"))
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from(body))
+        .unwrap();
+    let (status, answer) = app.send(request).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["created"], 1, "{answer}");
+    let failed = answer["failed"].as_array().unwrap();
+    assert_eq!((failed.len(), &failed[0]["line"], &failed[1]["line"]), (2, &json!(1), &json!(3)));
+    assert!(failed[0]["error"].as_str().unwrap().contains("TAKEN is taken"), "{answer}");
+    assert!(failed[1]["error"].as_str().unwrap().contains("earlier line"), "{answer}");
+    let id = answer["ids"][0].as_str().unwrap();
+    let (_, shown) = app.call(Method::GET, &format!("/v1/products/{id}"), None, None).await;
+    assert_eq!(
+        (shown["title"].as_str(), shown["variants"][0]["sku"].as_str()),
+        (Some("Single"), Some("FREE"))
+    );
+}
+
+#[tokio::test]
 async fn stock_goes_through_the_engine() {
     let app = TestApp::start(TestApp::config()).await;
     let (_, seller) = app.user("seller").await;
