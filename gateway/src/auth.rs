@@ -243,8 +243,11 @@ impl FromRequestParts<std::sync::Arc<crate::AppState>> for Caller {
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+        // The scheme is case-insensitive (RFC 9110, 11.1): `bearer` and `BEARER` are `Bearer`.
         let token = header
-            .strip_prefix("Bearer ")
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
         let caller = services.tokens.verify(token.trim())?;
         if !caller.is_admin() {

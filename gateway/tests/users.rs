@@ -133,6 +133,30 @@ async fn tokens_are_checked_and_roles_enforced() {
 }
 
 #[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = TestApp::start(TestApp::config()).await;
+    let (_, buyer) = app.user("buyer").await;
+    let me = |authorization: String| {
+        let request = Request::get("/v1/me").header("authorization", authorization);
+        app.send(request.body(Body::empty()).unwrap())
+    };
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let (status, body) = me(format!("{scheme} {buyer}")).await;
+        assert_eq!(status, StatusCode::OK, "{scheme}: {body}");
+    }
+    let (status, _) = me(format!("Bearer   {buyer}")).await;
+    assert_eq!(status, StatusCode::OK, "spaces before the token");
+    for authorization in [format!("Basic {buyer}"), format!("Bearer{buyer}"), buyer.clone()] {
+        let (status, body) = me(authorization).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_per_user_rate_limit_answers_429_with_retry_after() {
     let config = Config { rate_per_second: 1, rate_burst: 3, ..TestApp::config() };
     let app = TestApp::start(config).await;
