@@ -100,7 +100,7 @@ pub struct Services {
 }
 
 /// The router's state: the services appear once start-up recovery is done; until then every route
-/// but `/healthz` and `/metrics` answers `503`.
+/// but `/healthz` answers `503`.
 #[derive(Debug, Default)]
 pub struct AppState {
     services: OnceLock<Arc<Services>>,

@@ -22,7 +22,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     // (method, path, tag, summary)
     ("get", "/healthz", "operations", "Process is up"),
     ("get", "/readyz", "operations", "Recovered and accepting commands"),
-    ("get", "/metrics", "operations", "Prometheus metrics"),
+    ("get", "/metrics", "operations", "Prometheus metrics (admin)"),
     ("get", "/openapi.json", "operations", "This document"),
     ("post", "/v1/users", "users", "Sign up as buyer or seller"),
     ("post", "/v1/sessions", "users", "Sign in for a bearer token"),
@@ -79,7 +79,7 @@ pub fn document() -> Value {
         };
         responses[success] = json!({"description": "Success", "content": {"application/json": {}}});
         let mut operation = json!({"tags": [tag], "summary": summary, "responses": responses});
-        if path.starts_with("/v1/")
+        if (path.starts_with("/v1/") || *path == "/metrics")
             && !matches!(
                 *path,
                 "/v1/users"

@@ -1,4 +1,8 @@
 //! Operational endpoints: liveness, readiness, Prometheus metrics.
+//!
+//! `/healthz` and `/readyz` are public: they say no more than whether to send traffic. `/metrics`
+//! is for the admin token: its counters show the traffic per route and the engine's progress,
+//! which is nobody else's business.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -9,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
 use crate::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -30,7 +36,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// Prometheus text, for the admin token (`401`/`403` otherwise). Before recovery finishes there
+/// is no token to check against, and it answers `503` like every route but `/healthz`.
+async fn metrics(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
     let mut text = String::new();
     let services = state.services().ok();
     gauge(&mut text, "surge_ready", "1 once recovery finished", u8::from(services.is_some()));
@@ -74,7 +83,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         );
     }
     state.metrics.render(&mut text);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 pub fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {

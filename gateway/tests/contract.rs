@@ -143,7 +143,7 @@ async fn every_error_answer_is_a_problem_document() {
 async fn a_gateway_still_recovering_answers_problem_documents() {
     let router = surge_gateway::app(Arc::new(AppState::default()));
     assert_eq!(send(&router, get("/healthz", None)).await.status(), StatusCode::OK);
-    for path in ["/readyz", "/v1/me", "/v1/search?q=x"] {
+    for path in ["/readyz", "/metrics", "/v1/me", "/v1/search?q=x"] {
         let (_, headers) = problem(
             send(&router, get(path, None)).await,
             StatusCode::SERVICE_UNAVAILABLE,

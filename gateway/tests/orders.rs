@@ -639,3 +639,31 @@ async fn admins_see_the_engine_status() {
     let (status, _) = app.call(Method::GET, "/v1/admin/engine", Some(&seller.token), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn metrics_are_for_the_admin_token_only() {
+    let app = TestApp::start(TestApp::config()).await;
+    let buyer = user(&app, "buyer").await;
+    let (status, problem) = app.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (status, problem) = app.call(Method::GET, "/metrics", Some(&buyer.token), None).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+    let request = axum::http::Request::get("/metrics")
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(app.router.clone(), request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(text.contains("surge_ready 1\n"), "{text}");
+    assert!(
+        text.contains(
+            "surge_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"401\"} 1"
+        ),
+        "{text}"
+    );
+}
