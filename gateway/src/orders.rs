@@ -496,7 +496,9 @@ fn seller_skus(
 }
 
 /// Orders holding the seller's SKUs, newest first. Each shows only the seller's lines, their
-/// `total_cents` (of those lines), and the shipping address the seller needs to ship.
+/// `total_cents` (of those lines), and the shipping address the seller needs to ship: only while
+/// the order is paid and not cancelled (`confirmed`, `shipped`, `delivered`), `null` otherwise. A
+/// buyer's address is not the seller's to see for an order that was never paid, or was cancelled.
 async fn seller_orders(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -539,7 +541,7 @@ async fn seller_orders(
                 "currency": record.placed.currency,
                 "created_at": record.placed.created_at,
                 "lines": lines,
-                "shipping": record.shipping,
+                "shipping": if record.status.is_sold() { record.shipping.clone() } else { Value::Null },
             })
         })
         .collect();

@@ -574,6 +574,60 @@ async fn sellers_see_their_orders_and_what_they_sold() {
 }
 
 #[tokio::test]
+async fn sellers_see_the_shipping_address_only_of_paid_orders() {
+    let app = TestApp::start(TestApp::config()).await;
+    let seller = user(&app, "seller").await;
+    let buyer = user(&app, "buyer").await;
+    let ids = catalog(&app, &seller, &[("lamp", 4000)], 10).await;
+    let order = place(&app, &buyer, &[line_of(&ids, &seller)]).await;
+    let shipping_seen = || async {
+        let (status, page) =
+            app.call(Method::GET, "/v1/seller/orders", Some(&seller.token), None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let view = page["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|view| view["order_id"] == order_id_string(order))
+            .cloned()
+            .unwrap();
+        assert!(view.as_object().unwrap().contains_key("shipping"), "{view}");
+        (view["status"].as_str().unwrap().to_owned(), view["shipping"].clone())
+    };
+    assert_eq!(shipping_seen().await, ("pending_payment".to_owned(), Value::Null));
+    pay(&app, order).await;
+    let (status, shipping) = shipping_seen().await;
+    assert_eq!((status.as_str(), shipping["line1"].as_str()), ("confirmed", Some("Main St 1")));
+    let (status, _) =
+        app.call(Method::POST, &path(order, "/ship"), Some(&seller.token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, shipping) = shipping_seen().await;
+    assert_eq!((status.as_str(), shipping["city"].as_str()), ("shipped", Some("Berlin")));
+
+    let cancelled = place(&app, &buyer, &[Line { quantity: 2, ..line_of(&ids, &seller) }]).await;
+    pay(&app, cancelled).await;
+    let (status, _) =
+        app.call(Method::POST, &path(cancelled, "/cancel"), Some(&buyer.token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, page) = app.call(Method::GET, "/v1/seller/orders", Some(&seller.token), None).await;
+    let view = page["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|view| view["order_id"] == order_id_string(cancelled))
+        .unwrap();
+    assert_eq!((view["status"].as_str(), &view["shipping"]), (Some("cancelled"), &Value::Null));
+    // The buyer still sees their own address.
+    let (_, mine) = app.call(Method::GET, &path(cancelled, ""), Some(&buyer.token), None).await;
+    assert_eq!(mine["shipping"]["line1"], "Main St 1");
+}
+
+/// One lamp of `seller`, the SKU of [`sellers_see_the_shipping_address_only_of_paid_orders`].
+fn line_of(ids: &[SkuId], seller: &User) -> Line {
+    Line { sku: "lamp", id: ids[0], seller: seller.id, price: 4000, quantity: 1 }
+}
+
+#[tokio::test]
 async fn reconciliation_agrees_until_a_record_is_broken() {
     let app = TestApp::start(TestApp::config()).await;
     let seller = user(&app, "seller").await;
