@@ -375,6 +375,49 @@ async fn a_webhook_event_with_fields_we_do_not_know_is_processed() {
     assert!(problem["detail"].as_str().unwrap().contains("total_cents"), "{problem}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_duplicate_success_for_a_paid_cancelled_refunded_order_changes_nothing() {
+    let sale = sale(TestApp::config()).await;
+    sale.stock("A", "near", 2).await;
+    let (status, order, _) =
+        sale.checkout("d1", buy(&json!([{"sku": "A", "quantity": 1}]), "tok_ok", "10115")).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let id = order["order_id"].as_str().unwrap().to_owned();
+    sale.wait_for_status(&id, "confirmed").await;
+    let path = format!("/v1/orders/{id}/cancel");
+    let (status, cancelled) = sale.app.call(Method::POST, &path, Some(&sale.buyer), None).await;
+    assert_eq!((status, cancelled["status"].as_str()), (StatusCode::OK, Some("cancelled")));
+    let sandbox = &sale.app.running.as_ref().unwrap().sandbox;
+    let order_key = surge_gateway::parse_order_id(&id).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sandbox.ledger().get(&order_key).map_or(0, |entry| entry.refunds) == 0 {
+        assert!(Instant::now() < deadline, "the cancelled order was never refunded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The provider delivers its success again through the webhook, late, twice.
+    for event_id in ["evt_retried", "evt_retried_later"] {
+        let body = json!({"id": event_id, "type": "payment.succeeded", "order_id": id}).to_string();
+        let signature =
+            surge_gateway::payments::sign(WEBHOOK_SECRET, SystemTimeNow::secs(), body.as_bytes());
+        let request = Request::post("/v1/payments/webhook")
+            .header("content-type", "application/json")
+            .header("surge-signature", signature)
+            .body(Body::from(body))
+            .unwrap();
+        let (status, answer) = sale.app.send(request).await;
+        assert_eq!(status, StatusCode::OK, "a duplicate is acknowledged: {answer}");
+    }
+    // A read waits until the rows have followed the engine, duplicates included.
+    let (_, after) =
+        sale.app.call(Method::GET, &format!("/v1/orders/{id}"), Some(&sale.buyer), None).await;
+    assert_eq!(after["status"], "cancelled", "{after}");
+    assert_eq!(after["history"], cancelled["history"], "no new step");
+    let ledger = sandbox.ledger()[&order_key];
+    assert_eq!((ledger.charges, ledger.refunds), (1, 1));
+    assert_eq!(sale.stock_of("A").await["sold"], 0);
+    sale.reconciled().await;
+}
+
 struct SystemTimeNow;
 
 impl SystemTimeNow {

@@ -415,6 +415,11 @@ fn project_command<S: OrderStore>(
 /// A payment for an order that ended unpaid (expired, failed, cancelled before payment) goes
 /// back, once: the order becomes `refunded`. A repeated success for an order that was paid, or
 /// whose refund is already due, changes nothing.
+///
+/// The engine cannot tell these apart: it has retired every one of them, and answers any commit
+/// `UnknownOrder`. The payment status does: an order cancelled after it was paid is `cancelled`
+/// like one cancelled before, but its payment is `refund_due` (set by the cancel), never one of
+/// the unpaid states, so a late duplicate success leaves it `cancelled` with its one refund.
 fn refund_late_payment<S: OrderStore>(
     store: &mut S,
     order: OrderId,

@@ -272,3 +272,37 @@ fn projecting_again_after_a_crash_changes_nothing() {
         assert_eq!(store, once, "crash after output {crash_after}");
     }
 }
+
+#[test]
+fn a_late_duplicate_success_for_a_paid_cancelled_refunded_order_changes_nothing() {
+    let mut world = World::new();
+    world.stock(1, 1, 5);
+    let paid = world.run(reserve(7, &[1], &[1], None), Some(&record("a", &["A"], 100)));
+    let order = OrderId(paid.0);
+    world.run(Command::Commit { order }, None);
+    world.run(Command::Cancel { order }, None);
+    assert_eq!(world.state(paid), (OrderStatus::Cancelled, PaymentStatus::RefundDue));
+    assert_eq!(world.take_work().last(), Some(&Work::Refund { order, amount_cents: 100 }));
+    let settled = world.store.orders[&order].clone();
+    // The provider repeats its success, once at once and once after the reservation's deadline
+    // (the engine has retired the order either way: its commit is refused as unknown).
+    world.run(Command::Commit { order }, None);
+    world.now += 60 * SECOND;
+    world.run(Command::Expire, None);
+    world.run(Command::Commit { order }, None);
+    assert_eq!(world.store.orders[&order], settled, "status, payment and history unchanged");
+    assert!(world.take_work().is_empty(), "no second refund");
+
+    // The other way to end cancelled: before paying. The late money is refunded, once.
+    let unpaid = world.run(reserve(7, &[1], &[1], None), Some(&record("b", &["A"], 100)));
+    let order = OrderId(unpaid.0);
+    world.run(Command::Release { order, reason: ReleaseReason::Cancelled }, None);
+    world.take_work();
+    world.run(Command::Commit { order }, None);
+    assert_eq!(world.state(unpaid), (OrderStatus::Refunded, PaymentStatus::RefundDue));
+    assert_eq!(world.take_work(), [Work::Refund { order, amount_cents: 100 }]);
+    let settled = world.store.orders[&order].clone();
+    world.run(Command::Commit { order }, None);
+    assert_eq!(world.store.orders[&order], settled);
+    assert!(world.take_work().is_empty());
+}
