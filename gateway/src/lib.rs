@@ -24,6 +24,7 @@ pub mod payments;
 pub mod projector;
 pub mod retention;
 pub mod search;
+pub mod server;
 pub mod startup;
 pub mod testing;
 pub mod time;

@@ -69,6 +69,13 @@ struct ServeArgs {
     /// How long the sandbox payment provider takes to answer, like `20ms`.
     #[arg(long, default_value = "20ms", value_parser = surge_gateway::time::parse_duration)]
     payment_latency: Duration,
+    /// Time a connection has to send a whole request header, from its start or from the end of
+    /// its previous response (a silent or idle connection is closed after it).
+    #[arg(long, default_value = "10s", value_parser = surge_gateway::time::parse_duration)]
+    header_timeout: Duration,
+    /// Connections open at once; past it new ones wait in the listen backlog.
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..))]
+    connections_max: u32,
     /// PostgreSQL for the service tables (issue P5: not built yet; refused).
     #[arg(long)]
     database_url: Option<String>,
@@ -167,11 +174,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("listen on {}", args.listen))?;
         tracing::info!(address = %listener.local_addr()?, "listening");
         let server_state = Arc::clone(&state);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, surge_gateway::app(server_state))
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-        });
+        if args.header_timeout.is_zero() {
+            anyhow::bail!("--header-timeout must be more than 0");
+        }
+        let limits = surge_gateway::server::Limits {
+            header_read_timeout: args.header_timeout,
+            connections_max: args.connections_max as usize,
+            ..surge_gateway::server::Limits::default()
+        };
+        let server = tokio::spawn(surge_gateway::server::serve(
+            listener,
+            surge_gateway::app(server_state),
+            limits,
+            shutdown_signal(),
+        ));
 
         let webhook_secret = match std::env::var("SURGE_WEBHOOK_SECRET") {
             Ok(secret) if !secret.is_empty() => secret,
@@ -211,7 +227,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         state.set_ready(Arc::clone(&running.services));
         tracing::info!("ready");
-        server.await??;
+        server.await?;
         tokio::task::spawn_blocking(move || running.stop()).await?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
