@@ -189,35 +189,44 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
         .is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
 }
 
-/// Per-user token buckets: `burst` requests at once, refilled at `per_second`.
+/// Token buckets per key (a user id by default; a client address or an email for the sign-in
+/// routes): `burst` requests at once, refilled at `per_second`. A rate of 0 disables the limit.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = i64> {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<i64, (f64, Instant)>>,
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
-impl RateLimiter {
+/// Keys a limiter holds before it forgets those idle for a minute (memory stays bounded).
+const LIMITER_KEYS_MAX: usize = 1_000_000;
+
+impl<K: std::hash::Hash + Eq> RateLimiter<K> {
     pub fn new(per_second: u32, burst: u32) -> Self {
-        Self {
-            per_second: f64::from(per_second),
-            burst: f64::from(burst),
-            buckets: Mutex::default(),
-        }
+        Self::with_rate(f64::from(per_second), burst)
     }
 
-    /// Takes one request from the user's bucket, or says how many seconds until one is there.
-    pub fn check(&self, user_id: i64) -> Result<(), u64> {
+    /// `per_minute` requests a minute, `burst` at once.
+    pub fn per_minute(per_minute: u32, burst: u32) -> Self {
+        Self::with_rate(f64::from(per_minute) / 60.0, burst)
+    }
+
+    fn with_rate(per_second: f64, burst: u32) -> Self {
+        Self { per_second, burst: f64::from(burst.max(1)), buckets: Mutex::default() }
+    }
+
+    /// Takes one request from the key's bucket, or says how many seconds until one is there.
+    pub fn check(&self, key: K) -> Result<(), u64> {
         if self.per_second <= 0.0 {
             return Ok(());
         }
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() > 1_000_000 {
-            // Forget idle users rather than grow without bound.
+        if buckets.len() > LIMITER_KEYS_MAX {
+            // Forget idle keys rather than grow without bound.
             buckets.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(60));
         }
-        let (tokens, at) = buckets.entry(user_id).or_insert((self.burst, now));
+        let (tokens, at) = buckets.entry(key).or_insert((self.burst, now));
         *tokens =
             (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
@@ -227,6 +236,131 @@ impl RateLimiter {
         } else {
             Err(((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64)
         }
+    }
+}
+
+/// Password hashing and checking, bounded: each argon2id run takes about 19 MiB and tens of
+/// milliseconds of a core on purpose, so an unbounded number of them at once (a flood of sign-ins)
+/// takes the server's memory and CPU. At most `running_max` run at once on the blocking pool, at
+/// most `waiting_max` more wait for a turn, and past that a request answers `503 overloaded`.
+/// Unknown emails are checked against a dummy hash, so the time of an answer does not tell
+/// whether an email is registered.
+#[derive(Debug)]
+pub struct Passwords {
+    running: tokio::sync::Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
+    waiting_max: usize,
+    dummy: std::sync::OnceLock<String>,
+}
+
+impl Passwords {
+    pub fn new(running_max: usize, waiting_max: usize) -> Passwords {
+        Passwords {
+            running: tokio::sync::Semaphore::new(running_max.max(1)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            waiting_max,
+            dummy: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// One hashing slot per core, and a queue of 16 per core.
+    pub fn for_this_machine() -> Passwords {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Passwords::new(cores, 16 * cores)
+    }
+
+    /// A new hash of `password`.
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        self.run(move || hash_password(&password)).await?
+    }
+
+    /// Whether `password` matches `stored`; with no stored hash (an unknown email, a user without
+    /// a password), the same work is done against a dummy and the answer is `false`.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, ApiError> {
+        let dummy = match &stored {
+            Some(_) => None,
+            None => Some(self.dummy().await?),
+        };
+        self.run(move || match stored {
+            Some(stored) => verify_password(&password, &stored),
+            None => {
+                verify_password(&password, dummy.as_deref().unwrap_or_default());
+                false
+            }
+        })
+        .await
+    }
+
+    async fn dummy(&self) -> Result<String, ApiError> {
+        if let Some(dummy) = self.dummy.get() {
+            return Ok(dummy.clone());
+        }
+        let hash = self.run(|| hash_password("not anyone's password")).await??;
+        Ok(self.dummy.get_or_init(|| hash).clone())
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = match self.running.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let waiting = Waiting::join(&self.waiting, self.waiting_max).ok_or_else(|| {
+                    let mut error = ApiError::overloaded();
+                    error.detail = "too many sign-ins at once; retry shortly".to_owned();
+                    error
+                })?;
+                let permit = self.running.acquire().await.map_err(ApiError::internal)?;
+                drop(waiting);
+                permit
+            }
+        };
+        let result = tokio::task::spawn_blocking(work).await.map_err(ApiError::internal);
+        drop(permit);
+        result
+    }
+}
+
+/// The client's IP address, when the request came through [`crate::server::serve`] (tests that
+/// drive the router without a socket have none, and are not limited per address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(ClientAddress(peer.map(|info| info.0.ip())))
+    }
+}
+
+/// The per-address limit of the sign-up and sign-in routes.
+pub fn limit_address(services: &Services, address: ClientAddress) -> Result<(), ApiError> {
+    match address.0 {
+        Some(ip) => services.sign_in_by_address.check(ip).map_err(ApiError::rate_limited),
+        None => Ok(()),
+    }
+}
+
+/// A place in the queue of [`Passwords`], given up when dropped (also when the request that holds
+/// it is dropped while it waits).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn join(count: &'a std::sync::atomic::AtomicUsize, max: usize) -> Option<Waiting<'a>> {
+        use std::sync::atomic::Ordering;
+        let joined = count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .is_ok();
+        joined.then(|| Waiting(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -295,4 +429,62 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod password_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashing_past_the_running_and_waiting_bounds_answers_overloaded() {
+        let passwords = Passwords::new(1, 1);
+        let one = || passwords.hash("a password".to_owned());
+        // All three are first polled together: the first runs, the second waits, the third is
+        // refused at once.
+        let (first, second, third) = tokio::join!(one(), one(), one());
+        assert!(first.is_ok() && second.is_ok(), "{first:?} {second:?}");
+        let refused = third.unwrap_err();
+        assert_eq!((refused.status.as_u16(), refused.code), (503, "overloaded"));
+        // The queue is free again afterwards.
+        assert_eq!(passwords.waiting.load(std::sync::atomic::Ordering::Acquire), 0);
+        assert!(passwords.hash("again".to_owned()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_request_that_gives_up_while_waiting_leaves_the_queue() {
+        let passwords = Passwords::new(1, 1);
+        let mut running = Box::pin(passwords.hash("first".to_owned()));
+        let mut waiting = Box::pin(passwords.hash("second".to_owned()));
+        // Poll both once: the first holds the slot, the second joined the queue.
+        let _ = futures_poll_once(running.as_mut()).await;
+        let _ = futures_poll_once(waiting.as_mut()).await;
+        assert_eq!(passwords.waiting.load(std::sync::atomic::Ordering::Acquire), 1);
+        // Dropping the waiting request gives its place back.
+        drop(waiting);
+        assert_eq!(passwords.waiting.load(std::sync::atomic::Ordering::Acquire), 0);
+        assert!(running.await.is_ok());
+    }
+
+    /// Polls a future once; whether it finished.
+    async fn futures_poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> bool {
+        let mut future = Some(future);
+        std::future::poll_fn(move |context| {
+            let polled = future.take().expect("polled once").poll(context);
+            std::task::Poll::Ready(polled.is_ready())
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn an_unknown_email_is_checked_against_a_dummy_hash() {
+        let passwords = Passwords::new(2, 2);
+        assert!(passwords.dummy.get().is_none());
+        assert!(!passwords.verify("guess".to_owned(), None).await.unwrap());
+        // The dummy is a real argon2id hash, so the unknown email paid a real verification.
+        let dummy = passwords.dummy.get().expect("made on first use").clone();
+        assert!(PasswordHash::new(&dummy).is_ok_and(|hash| hash.algorithm.as_str() == "argon2id"));
+        let stored = hash_password("right").unwrap();
+        assert!(passwords.verify("right".to_owned(), Some(stored.clone())).await.unwrap());
+        assert!(!passwords.verify("wrong".to_owned(), Some(stored)).await.unwrap());
+    }
 }

@@ -52,6 +52,12 @@ pub struct Config {
     /// Requests per second and burst, per signed-in user (0 disables the limit).
     pub rate_per_second: u32,
     pub rate_burst: u32,
+    /// Sign-ups and sign-ins a minute, and at once, per client address (0 disables the limit).
+    pub sign_in_per_minute_per_address: u32,
+    pub sign_in_burst_per_address: u32,
+    /// Sign-ins a minute, and at once, per email (0 disables the limit).
+    pub sign_in_per_minute_per_email: u32,
+    pub sign_in_burst_per_email: u32,
     /// The secret payment webhooks are signed with (`Surge-Signature`).
     pub webhook_secret: String,
     /// How long the sandbox payment provider takes to answer.
@@ -73,6 +79,10 @@ impl Default for Config {
             reservation_ttl: Duration::from_secs(600),
             rate_per_second: 50,
             rate_burst: 100,
+            sign_in_per_minute_per_address: 60,
+            sign_in_burst_per_address: 20,
+            sign_in_per_minute_per_email: 10,
+            sign_in_burst_per_email: 5,
             webhook_secret: String::new(),
             payment_latency: Duration::from_millis(20),
             payment_ledger: false,
@@ -90,6 +100,11 @@ pub struct Services {
     pub engine: Handle,
     pub tokens: Tokens,
     pub rate_limiter: RateLimiter,
+    /// Sign-ups and sign-ins per client address, sign-ins per email.
+    pub sign_in_by_address: RateLimiter<std::net::IpAddr>,
+    pub sign_in_by_email: RateLimiter<String>,
+    /// Bounded password hashing.
+    pub passwords: auth::Passwords,
     pub catalog: Arc<catalog::Registry>,
     /// Idempotency keys of checkouts, answered from memory.
     pub keys: Arc<keys::CheckoutKeys>,

@@ -116,6 +116,15 @@ where
     let sweeper = crate::retention::spawn_sweeper(db.clone());
     let services = Services {
         rate_limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
+        sign_in_by_address: RateLimiter::per_minute(
+            config.sign_in_per_minute_per_address,
+            config.sign_in_burst_per_address,
+        ),
+        sign_in_by_email: RateLimiter::per_minute(
+            config.sign_in_per_minute_per_email,
+            config.sign_in_burst_per_email,
+        ),
+        passwords: crate::auth::Passwords::for_this_machine(),
         config,
         db,
         engine,

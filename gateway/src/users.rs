@@ -10,7 +10,7 @@ use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::auth::{hash_password, verify_password, Caller, Role, ADMIN_USER_ID};
+use crate::auth::{limit_address, Caller, ClientAddress, Role, ADMIN_USER_ID};
 use crate::error::ApiError;
 use crate::json::Json;
 use crate::{now_rfc3339, AppState};
@@ -71,9 +71,11 @@ fn check_email(email: &str) -> Result<String, ApiError> {
 
 async fn create_user(
     State(state): State<Arc<AppState>>,
+    address: ClientAddress,
     Json(new): Json<NewUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let services = state.services()?;
+    limit_address(services, address)?;
     let email = check_email(&new.email)?;
     if new.password.chars().count() < 8 || new.password.len() > 1024 {
         return Err(ApiError::validation("password: between 8 and 1024 characters"));
@@ -83,11 +85,21 @@ async fn create_user(
         return Err(ApiError::validation("name: between 1 and 200 characters"));
     }
     let role = self_service_role(&new.role)?;
-    // Hashing takes tens of milliseconds of CPU on purpose: keep it off the async workers.
-    let password = new.password;
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(ApiError::internal)??;
+    // A taken email is answered before the (bounded, costly) hashing; the insert checks again.
+    let taken_email = email.clone();
+    let taken = services
+        .db
+        .read(move |connection| {
+            Ok(connection
+                .query_row("SELECT 1 FROM users WHERE email = ?1", [&taken_email], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+        .await?;
+    if taken {
+        return Err(ApiError::conflict("a user with this email exists"));
+    }
+    let hash = services.passwords.hash(new.password).await?;
     let created_at = now_rfc3339();
     let (insert_email, insert_name) = (email.clone(), name.clone());
     let id = services
@@ -126,10 +138,16 @@ struct SignIn {
 
 async fn create_session(
     State(state): State<Arc<AppState>>,
+    address: ClientAddress,
     Json(sign_in): Json<SignIn>,
 ) -> Result<Json<Value>, ApiError> {
     let services = state.services()?;
+    limit_address(services, address)?;
     let email = sign_in.email.trim().to_ascii_lowercase();
+    if email.len() > 254 {
+        return Err(ApiError::validation("email: not an email address"));
+    }
+    services.sign_in_by_email.check(email.clone()).map_err(ApiError::rate_limited)?;
     let found: Option<(i64, String, Option<String>)> = services
         .db
         .read(move |connection| {
@@ -143,15 +161,10 @@ async fn create_session(
         })
         .await?;
     let wrong = || ApiError::unauthorized("wrong email or password");
-    let (id, role, hash) = found.ok_or_else(wrong)?;
-    let hash = hash.ok_or_else(wrong)?;
-    let password = sign_in.password;
-    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .map_err(ApiError::internal)?;
-    if !matches {
-        return Err(wrong());
-    }
+    // An unknown email costs the same check as a known one (against a dummy hash).
+    let stored = found.as_ref().and_then(|(_, _, hash)| hash.clone());
+    let matches = services.passwords.verify(sign_in.password, stored).await?;
+    let Some((id, role, _)) = found.filter(|_| matches) else { return Err(wrong()) };
     let role = Role::parse(&role).ok_or_else(|| ApiError::internal("stored role"))?;
     let (token, expires_at) = services.tokens.issue(id, role);
     Ok(Json(json!({

@@ -178,3 +178,67 @@ async fn the_per_user_rate_limit_answers_429_with_retry_after() {
     let (status, _) = app.call(Method::GET, "/v1/me", Some(&other), None).await;
     assert_eq!(status, StatusCode::OK, "the limit is per user");
 }
+
+#[tokio::test]
+async fn sign_ins_are_limited_per_email_whoever_sends_them() {
+    let config =
+        Config { sign_in_per_minute_per_email: 1, sign_in_burst_per_email: 3, ..TestApp::config() };
+    let app = TestApp::start(config).await;
+    let new = json!({"email": "bo@example.com", "password": "correct horse", "name": "Bo", "role": "buyer"});
+    let (status, _) = app.call(Method::POST, "/v1/users", None, Some(new)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let wrong = json!({"email": "bo@example.com", "password": "wrong horse"});
+    for _ in 0..3 {
+        let (status, _) = app.call(Method::POST, "/v1/sessions", None, Some(wrong.clone())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // The fourth within the minute is refused before any hashing, even with the right password
+    // and the email spelt differently.
+    let right = json!({"email": " BO@example.com", "password": "correct horse"});
+    let (status, body) = app.call(Method::POST, "/v1/sessions", None, Some(right)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+    );
+    // Another email is not affected; an unknown one answers like a wrong password.
+    let unknown = json!({"email": "nobody@example.com", "password": "correct horse"});
+    let (status, body) = app.call(Method::POST, "/v1/sessions", None, Some(unknown)).await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("wrong email or password"))
+    );
+}
+
+#[tokio::test]
+async fn sign_ups_and_sign_ins_are_limited_per_client_address() {
+    let config = Config {
+        sign_in_per_minute_per_address: 1,
+        sign_in_burst_per_address: 2,
+        ..TestApp::config()
+    };
+    let app = TestApp::start(config).await;
+    let from = |ip: [u8; 4], path: &str, body: serde_json::Value| {
+        let mut request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let peer = std::net::SocketAddr::from((ip, 40_000));
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        let router = app.router.clone();
+        async move { tower::ServiceExt::oneshot(router, request).await.unwrap() }
+    };
+    let user = |n: u32| json!({"email": format!("u{n}@example.com"), "password": "correct horse", "name": "U", "role": "buyer"});
+    let sign_in = json!({"email": "u1@example.com", "password": "correct horse"});
+    assert_eq!(from([10, 0, 0, 1], "/v1/users", user(1)).await.status(), StatusCode::CREATED);
+    assert_eq!(from([10, 0, 0, 1], "/v1/sessions", sign_in.clone()).await.status(), StatusCode::OK);
+    // The third from that address within the minute, sign-up or sign-in, is refused.
+    let refused = from([10, 0, 0, 1], "/v1/users", user(2)).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(
+        from([10, 0, 0, 1], "/v1/sessions", sign_in.clone()).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another address still gets through.
+    assert_eq!(from([10, 0, 0, 2], "/v1/sessions", sign_in).await.status(), StatusCode::OK);
+}
