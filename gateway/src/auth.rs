@@ -247,18 +247,60 @@ impl<K: std::hash::Hash + Eq> RateLimiter<K> {
 /// whether an email is registered.
 #[derive(Debug)]
 pub struct Passwords {
+    bound: Bound,
+    dummy: std::sync::OnceLock<String>,
+}
+
+/// Blocking work with a bound: at most `running_max` at once on the blocking pool, at most
+/// `waiting_max` more waiting for a turn, and past that `503 overloaded` at once (password
+/// hashing, searches).
+#[derive(Debug)]
+pub struct Bound {
     running: tokio::sync::Semaphore,
     waiting: std::sync::atomic::AtomicUsize,
     waiting_max: usize,
-    dummy: std::sync::OnceLock<String>,
+    /// The `detail` of the `503`.
+    busy: &'static str,
+}
+
+impl Bound {
+    pub fn new(running_max: usize, waiting_max: usize, busy: &'static str) -> Bound {
+        Bound {
+            running: tokio::sync::Semaphore::new(running_max.max(1)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            waiting_max,
+            busy,
+        }
+    }
+
+    /// Runs `work` on the blocking pool when a turn is free.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = match self.running.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let waiting = Waiting::join(&self.waiting, self.waiting_max).ok_or_else(|| {
+                    let mut error = ApiError::overloaded();
+                    error.detail = self.busy.to_owned();
+                    error
+                })?;
+                let permit = self.running.acquire().await.map_err(ApiError::internal)?;
+                drop(waiting);
+                permit
+            }
+        };
+        let result = tokio::task::spawn_blocking(work).await.map_err(ApiError::internal);
+        drop(permit);
+        result
+    }
 }
 
 impl Passwords {
     pub fn new(running_max: usize, waiting_max: usize) -> Passwords {
         Passwords {
-            running: tokio::sync::Semaphore::new(running_max.max(1)),
-            waiting: std::sync::atomic::AtomicUsize::new(0),
-            waiting_max,
+            bound: Bound::new(running_max, waiting_max, "too many sign-ins at once; retry shortly"),
             dummy: std::sync::OnceLock::new(),
         }
     }
@@ -303,22 +345,7 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        let permit = match self.running.try_acquire() {
-            Ok(permit) => permit,
-            Err(_) => {
-                let waiting = Waiting::join(&self.waiting, self.waiting_max).ok_or_else(|| {
-                    let mut error = ApiError::overloaded();
-                    error.detail = "too many sign-ins at once; retry shortly".to_owned();
-                    error
-                })?;
-                let permit = self.running.acquire().await.map_err(ApiError::internal)?;
-                drop(waiting);
-                permit
-            }
-        };
-        let result = tokio::task::spawn_blocking(work).await.map_err(ApiError::internal);
-        drop(permit);
-        result
+        self.bound.run(work).await
     }
 }
 
@@ -340,6 +367,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
 pub fn limit_address(services: &Services, address: ClientAddress) -> Result<(), ApiError> {
     match address.0 {
         Some(ip) => services.sign_in_by_address.check(ip).map_err(ApiError::rate_limited),
+        None => Ok(()),
+    }
+}
+
+/// The per-address limit of the public catalog reads (search, suggest, categories).
+pub fn limit_reads(services: &Services, address: ClientAddress) -> Result<(), ApiError> {
+    match address.0 {
+        Some(ip) => services.reads_by_address.check(ip).map_err(ApiError::rate_limited),
         None => Ok(()),
     }
 }
@@ -446,7 +481,7 @@ mod password_tests {
         let refused = third.unwrap_err();
         assert_eq!((refused.status.as_u16(), refused.code), (503, "overloaded"));
         // The queue is free again afterwards.
-        assert_eq!(passwords.waiting.load(std::sync::atomic::Ordering::Acquire), 0);
+        assert_eq!(passwords.bound.waiting.load(std::sync::atomic::Ordering::Acquire), 0);
         assert!(passwords.hash("again".to_owned()).await.is_ok());
     }
 
@@ -458,10 +493,10 @@ mod password_tests {
         // Poll both once: the first holds the slot, the second joined the queue.
         let _ = futures_poll_once(running.as_mut()).await;
         let _ = futures_poll_once(waiting.as_mut()).await;
-        assert_eq!(passwords.waiting.load(std::sync::atomic::Ordering::Acquire), 1);
+        assert_eq!(passwords.bound.waiting.load(std::sync::atomic::Ordering::Acquire), 1);
         // Dropping the waiting request gives its place back.
         drop(waiting);
-        assert_eq!(passwords.waiting.load(std::sync::atomic::Ordering::Acquire), 0);
+        assert_eq!(passwords.bound.waiting.load(std::sync::atomic::Ordering::Acquire), 0);
         assert!(running.await.is_ok());
     }
 

@@ -989,9 +989,13 @@ async fn create_products_bulk(
 
 /// `GET /v1/categories`: every category path holding a live product, with its count. Parents are
 /// not rolled up: `electronics/laptops` counts only toward itself.
-async fn categories(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let categories = state
-        .services()?
+async fn categories(
+    State(state): State<Arc<AppState>>,
+    address: crate::auth::ClientAddress,
+) -> Result<Json<Value>, ApiError> {
+    let services = state.services()?;
+    crate::auth::limit_reads(services, address)?;
+    let categories = services
         .db
         .read(|connection| {
             let mut statement = connection.prepare(

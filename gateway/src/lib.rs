@@ -58,6 +58,10 @@ pub struct Config {
     /// Sign-ins a minute, and at once, per email (0 disables the limit).
     pub sign_in_per_minute_per_email: u32,
     pub sign_in_burst_per_email: u32,
+    /// Searches, suggestions and category lists a second, and at once, per client address (0
+    /// disables the limit).
+    pub reads_per_second_per_address: u32,
+    pub reads_burst_per_address: u32,
     /// The secret payment webhooks are signed with (`Surge-Signature`).
     pub webhook_secret: String,
     /// How long the sandbox payment provider takes to answer.
@@ -83,6 +87,8 @@ impl Default for Config {
             sign_in_burst_per_address: 20,
             sign_in_per_minute_per_email: 10,
             sign_in_burst_per_email: 5,
+            reads_per_second_per_address: 50,
+            reads_burst_per_address: 100,
             webhook_secret: String::new(),
             payment_latency: Duration::from_millis(20),
             payment_ledger: false,
@@ -105,6 +111,9 @@ pub struct Services {
     pub sign_in_by_email: RateLimiter<String>,
     /// Bounded password hashing.
     pub passwords: auth::Passwords,
+    /// Searches and suggestions per client address, and at once.
+    pub reads_by_address: RateLimiter<std::net::IpAddr>,
+    pub searches: auth::Bound,
     pub catalog: Arc<catalog::Registry>,
     /// Idempotency keys of checkouts, answered from memory.
     pub keys: Arc<keys::CheckoutKeys>,

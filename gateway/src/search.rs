@@ -35,6 +35,7 @@ use surge_engine::{Sequence, SkuId, WarehouseId};
 use surge_pipeline::Handle;
 use surge_search_svc::{ProductDoc, SearchError, SearchIndex, SearchQuery, Sort};
 
+use crate::auth::{limit_reads, ClientAddress};
 use crate::error::ApiError;
 use crate::json::Json;
 use crate::outbox::SqliteOutbox;
@@ -736,11 +737,21 @@ fn parameters(query: Parameters) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 /// `GET /v1/search`.
+/// Searches running at once (a fuzzy query can take a core for a while) and waiting: one per
+/// core running, 32 per core waiting, then `503 overloaded`, so heavy queries cannot queue without
+/// end behind each other or starve cheap requests of the blocking pool.
+pub fn bound_for_this_machine() -> crate::auth::Bound {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    crate::auth::Bound::new(cores, 32 * cores, "too many searches at once; retry shortly")
+}
+
 async fn search(
     State(state): State<Arc<AppState>>,
+    address: ClientAddress,
     query: Parameters,
 ) -> Result<Json<Value>, ApiError> {
     let services = state.services()?;
+    limit_reads(services, address)?;
     let SearchRequest { mut query, postal_code, size } = parse_search(parameters(query)?)?;
     // Delivery: the warehouses serving the code, with their ETA there.
     let serving: Option<HashMap<u64, u32>> = postal_code.as_deref().map(|code| {
@@ -758,9 +769,10 @@ async fn search(
     }
     let offset = query.offset;
     let index = Arc::clone(&services.search.index);
-    let results = tokio::task::spawn_blocking(move || index.search(&query))
-        .await
-        .map_err(ApiError::internal)?
+    let results = services
+        .searches
+        .run(move || index.search(&query))
+        .await?
         .map_err(|error| ApiError::internal(format!("search: {error}")))?;
     let items: Vec<Value> = results
         .hits
@@ -804,9 +816,11 @@ async fn search(
 /// `GET /v1/suggest?q=<prefix>`: completions of the prefix, at most ten.
 async fn suggest(
     State(state): State<Arc<AppState>>,
+    address: ClientAddress,
     query: Parameters,
 ) -> Result<Json<Value>, ApiError> {
     let services = state.services()?;
+    limit_reads(services, address)?;
     let mut prefix = String::new();
     for (name, value) in parameters(query)? {
         if name != "q" {
@@ -821,9 +835,10 @@ async fn suggest(
         return Ok(Json(json!({ "suggestions": [] })));
     }
     let index = Arc::clone(&services.search.index);
-    let suggestions = tokio::task::spawn_blocking(move || index.suggest(&prefix, SUGGESTIONS_MAX))
-        .await
-        .map_err(ApiError::internal)?
+    let suggestions = services
+        .searches
+        .run(move || index.suggest(&prefix, SUGGESTIONS_MAX))
+        .await?
         .map_err(|error| ApiError::internal(format!("suggest: {error}")))?;
     Ok(Json(json!({ "suggestions": suggestions })))
 }

@@ -125,6 +125,11 @@ where
             config.sign_in_burst_per_email,
         ),
         passwords: crate::auth::Passwords::for_this_machine(),
+        reads_by_address: RateLimiter::new(
+            config.reads_per_second_per_address,
+            config.reads_burst_per_address,
+        ),
+        searches: crate::search::bound_for_this_machine(),
         config,
         db,
         engine,

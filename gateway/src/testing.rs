@@ -101,6 +101,7 @@ impl TestApp {
             rate_burst: 0,
             sign_in_per_minute_per_address: 0,
             sign_in_per_minute_per_email: 0,
+            reads_per_second_per_address: 0,
             reservation_ttl: Duration::from_secs(60),
             payment_latency: Duration::from_millis(5),
             payment_ledger: true,

@@ -188,3 +188,24 @@ async fn a_struct_is_a_json_object_never_an_array() {
     let (_, after) = app.call(axum::http::Method::GET, "/v1/me", Some(&buyer), None).await;
     assert_eq!(before, after, "the profile did not change");
 }
+
+#[tokio::test]
+async fn public_catalog_reads_are_limited_per_client_address() {
+    let config =
+        Config { reads_per_second_per_address: 1, reads_burst_per_address: 2, ..TestApp::config() };
+    let app = TestApp::start(config).await;
+    let get = |ip: [u8; 4], path: &str| {
+        let mut request = Request::get(path).body(Body::empty()).unwrap();
+        let peer = std::net::SocketAddr::from((ip, 40_000));
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        app.router.clone().oneshot(request)
+    };
+    let status = |response: Result<Response, _>| response.unwrap().status();
+    assert_eq!(status(get([10, 0, 0, 1], "/v1/search?q=laptop").await), StatusCode::OK);
+    assert_eq!(status(get([10, 0, 0, 1], "/v1/suggest?q=lap").await), StatusCode::OK);
+    // The third read within the second, whichever route, is refused with a wait to retry after.
+    let refused = get([10, 0, 0, 1], "/v1/categories").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(status(get([10, 0, 0, 2], "/v1/categories").await), StatusCode::OK);
+}
