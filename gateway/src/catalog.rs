@@ -998,10 +998,8 @@ async fn categories(
     let categories = services
         .db
         .read(|connection| {
-            let mut statement = connection.prepare(
-                "SELECT category, COUNT(*) FROM products WHERE deleted = 0
-                 GROUP BY category ORDER BY category",
-            )?;
+            let mut statement = connection
+                .prepare("SELECT category, products FROM category_counts ORDER BY category")?;
             let rows = statement
                 .query_map([], |row| {
                     let (name, count): (String, i64) = (row.get(0)?, row.get(1)?);

@@ -195,6 +195,32 @@ CREATE TABLE cart_versions (user_id INTEGER PRIMARY KEY, version INTEGER NOT NUL
 INSERT INTO meta (key, value) SELECT 'orders_projected', value FROM meta WHERE key = 'engine_events_applied';
 DELETE FROM meta WHERE key = 'engine_events_applied';
 ",
+    // 5: live products per category, kept by triggers, so `GET /v1/categories` reads one row per
+    // category instead of counting every product on every call.
+    r"
+CREATE TABLE category_counts (category TEXT PRIMARY KEY, products INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO category_counts (category, products)
+    SELECT category, COUNT(*) FROM products WHERE deleted = 0 GROUP BY category;
+CREATE TRIGGER category_counts_insert AFTER INSERT ON products WHEN NEW.deleted = 0
+BEGIN
+    INSERT INTO category_counts (category, products) VALUES (NEW.category, 1)
+        ON CONFLICT (category) DO UPDATE SET products = products + 1;
+END;
+CREATE TRIGGER category_counts_update AFTER UPDATE OF category, deleted ON products
+BEGIN
+    UPDATE category_counts SET products = products - 1
+        WHERE OLD.deleted = 0 AND category = OLD.category;
+    INSERT INTO category_counts (category, products)
+        SELECT NEW.category, 1 WHERE NEW.deleted = 0
+        ON CONFLICT (category) DO UPDATE SET products = products + 1;
+    DELETE FROM category_counts WHERE products <= 0;
+END;
+CREATE TRIGGER category_counts_delete AFTER DELETE ON products WHEN OLD.deleted = 0
+BEGIN
+    UPDATE category_counts SET products = products - 1 WHERE category = OLD.category;
+    DELETE FROM category_counts WHERE products <= 0;
+END;
+",
 ];
 
 /// A caller's write: runs inside the batch's transaction and returns how to answer the caller, which

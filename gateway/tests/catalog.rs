@@ -542,7 +542,7 @@ async fn categories_count_live_products() {
     create(&app, &seller, product("C-1", "books/fiction")).await;
     let doomed = create(&app, &seller, product("C-2", "books/fiction")).await;
     create(&app, &seller, product("C-3", " books / fiction ")).await;
-    create(&app, &seller, product("C-4", "toys")).await;
+    let toy = create(&app, &seller, product("C-4", "toys")).await;
     let (status, _) =
         app.call(Method::DELETE, &format!("/v1/products/{doomed}"), Some(&seller), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -552,6 +552,28 @@ async fn categories_count_live_products() {
         json!({"categories": [
             {"name": "books/fiction", "product_count": 2},
             {"name": "toys", "product_count": 1},
+        ]})
+    );
+    // A product that changes category moves its count; a category left empty is not listed; a
+    // second delete of the same product counts once.
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/products/{toy}"),
+            Some(&seller),
+            Some(json!({"category": "games"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) =
+        app.call(Method::DELETE, &format!("/v1/products/{doomed}"), Some(&seller), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, answer) = app.call(Method::GET, "/v1/categories", None, None).await;
+    assert_eq!(
+        answer,
+        json!({"categories": [
+            {"name": "books/fiction", "product_count": 2},
+            {"name": "games", "product_count": 1},
         ]})
     );
 }
