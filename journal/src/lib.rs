@@ -7,9 +7,11 @@
 //! ```text
 //!   engine thread                         startup
 //!   ─────────────                         ───────
-//!   append(seq, at, kind, payload) ×N     load_newest_snapshot(snapshots)  → state as of seq S
-//!   commit()  → one write, one fsync      recover(journal)                 → cut a torn tail
+//!   append(seq, at, kind, payload) ×N     scan(journal)                    → records, torn tail
+//!   commit()  → one write, one fsync      load_newest_snapshot(snapshots)  → state as of seq S
 //!                                         read_from(journal, S + 1, apply) → replay
+//!                                         (the caller decides: start, or refuse)
+//!                                         repair(journal, &recovery)       → cut a torn tail
 //!                                         JournalWriter::open(journal, .., &recovery)
 //!
 //!   follower thread, beside the writer
@@ -51,7 +53,7 @@ pub use archive::archive_segments_before;
 pub use error::JournalError;
 pub use mem_storage::{MemFile, MemStorage};
 pub use record::RECORD_PAYLOAD_MAX;
-pub use recover::{read_from, recover, scan, RecordRef, Recovery, SegmentInfo, TornTail};
+pub use recover::{read_from, recover, repair, scan, RecordRef, Recovery, SegmentInfo, TornTail};
 pub use rng::SplitMix64;
 pub use snapshot::{
     list_snapshots, load_newest_snapshot, load_newest_snapshot_at_most, write_snapshot,

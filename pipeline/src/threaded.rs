@@ -555,7 +555,10 @@ impl Pipeline {
         clock: C,
         on_journal_failure: JournalFailureHook,
     ) -> Result<(Pipeline, RestoreReport), DurableError> {
-        let recovery = surge_journal::recover(&journal)?;
+        // Decide first, then repair: everything that may refuse the start reads only, so a refused
+        // start leaves the journal as it found it (a torn tail included, which may be the evidence
+        // an operator needs), and only then is the torn tail cut.
+        let recovery = surge_journal::scan(&journal)?;
         let PipelineConfig {
             limits,
             queue_capacity,
@@ -578,10 +581,21 @@ impl Pipeline {
                 })
             }
             Some(from) if from < engine.last_sequence() => {
-                restore(limits, &journal, &snapshots, &recovery, Some(from))?.0
+                match restore(limits, &journal, &snapshots, &recovery, Some(from)) {
+                    Ok((follower, _)) => follower,
+                    Err(DurableError::Gap { snapshot, first }) => {
+                        return Err(DurableError::ConsumerBehind {
+                            consumer: from.0,
+                            snapshot,
+                            first,
+                        })
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             _ => engine.clone(),
         };
+        surge_journal::repair(&journal, &recovery)?;
         let sequencer = Sequencer::open(journal.clone(), journal_config, &recovery, &engine)?;
         let tail = JournalTail::open(journal, follower_engine.last_sequence().0 + 1)?;
         if let Some(torn) = &report.torn_tail {

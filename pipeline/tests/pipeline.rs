@@ -399,3 +399,95 @@ fn a_restart_hands_on_what_a_consumer_missed() {
     drop(outputs);
     pipeline.shutdown();
 }
+
+/// Every file of a storage with its bytes.
+fn files(storage: &MemStorage) -> Vec<(String, Vec<u8>)> {
+    use surge_journal::Storage as _;
+    let names = storage.list().unwrap();
+    names.into_iter().map(|name| (name.clone(), storage.bytes(&name).unwrap())).collect()
+}
+
+#[test]
+fn a_start_refuses_a_journal_that_ends_before_the_newest_snapshot_and_changes_nothing() {
+    use surge_journal::Storage as _;
+    let (journal, snapshots) = (MemStorage::new(), MemStorage::new());
+    let start = |journal: &MemStorage, snapshots: &MemStorage| {
+        let config = PipelineConfig { follow_from: Some(Sequence(0)), ..config() };
+        Pipeline::start(
+            config,
+            journal.clone(),
+            snapshots.clone(),
+            SystemClock,
+            Arc::new(never_called),
+        )
+    };
+    {
+        let (mut pipeline, _) = start(&journal, &snapshots).unwrap();
+        let outputs = pipeline.take_outputs().unwrap();
+        let handle = pipeline.handle();
+        for on_hand in 1..=6 {
+            let stock = Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(0), on_hand };
+            handle.submit(stock).unwrap().wait().unwrap();
+        }
+        follow_until(&outputs, Sequence(6));
+        drop(outputs);
+        // Shutdown leaves a snapshot of sequence 6, the journal's last record.
+        pipeline.shutdown();
+    }
+    // The disk loses the last record, which the snapshot covers.
+    let last = journal.list().unwrap().pop().unwrap();
+    let mut bytes = journal.bytes(&last).unwrap();
+    bytes.truncate(bytes.len() - 5);
+    journal.set_bytes(&last, bytes);
+    let (journal_before, snapshots_before) = (files(&journal), files(&snapshots));
+
+    let error = start(&journal, &snapshots).unwrap_err();
+    assert!(
+        matches!(error, DurableError::SnapshotAhead { snapshot: 6, journal_last: 5, .. }),
+        "{error:?}"
+    );
+    assert_eq!(files(&journal), journal_before, "the torn record is not cut before refusing");
+    assert_eq!(files(&snapshots), snapshots_before);
+}
+
+#[test]
+fn a_consumer_behind_an_archived_journal_is_refused_with_what_to_move_back() {
+    use surge_journal::Storage as _;
+    let (journal, snapshots) = (MemStorage::new(), MemStorage::new());
+    let small_segments = PipelineConfig {
+        journal: surge_journal::JournalConfig { segment_bytes_max: 120 },
+        ..config()
+    };
+    {
+        let (pipeline, _) = Pipeline::start(
+            small_segments.clone(),
+            journal.clone(),
+            snapshots.clone(),
+            SystemClock,
+            Arc::new(never_called),
+        )
+        .unwrap();
+        let handle = pipeline.handle();
+        for on_hand in 1..=9 {
+            let stock = Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(0), on_hand };
+            handle.submit(stock).unwrap().wait().unwrap();
+        }
+        pipeline.shutdown();
+    }
+    // The first segment leaves, as if archived while the consumer was at 0.
+    let first = journal.list().unwrap().remove(0);
+    journal.remove(&first).unwrap();
+    let first_seq = surge_journal::scan(&journal).unwrap().segments[0].first_seq;
+    let config = PipelineConfig { follow_from: Some(Sequence(0)), ..small_segments };
+    let before = files(&journal);
+    let error =
+        Pipeline::start(config, journal.clone(), snapshots, SystemClock, Arc::new(never_called))
+            .unwrap_err();
+    assert!(
+        matches!(error, DurableError::ConsumerBehind { consumer: 0, snapshot: 0, first }
+            if first == first_seq),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("archive/"), "{error}");
+    assert_eq!(files(&journal), before);
+}

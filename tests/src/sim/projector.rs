@@ -76,9 +76,8 @@ pub(super) struct Projector {
     engine: Engine,
     /// Reads the journal after `engine`'s last sequence; `None` while the process is down.
     tail: Option<JournalTail<MemStorage>>,
-    /// What recovery found at the process's start. A crash of the projector alone restores its
-    /// follower with it, as a restart would: `restore` needs it for the journal's first segment,
-    /// which has not changed since.
+    /// What recovery found at the process's start, or a scan at the last crash of the projector
+    /// alone, which restores its follower as a restart would.
     recovery: Option<Recovery>,
     /// Outputs the follower made that are not projected yet.
     outputs: VecDeque<Output>,
@@ -327,6 +326,10 @@ impl Projector {
     ) -> Result<(), String> {
         report.projector_crashes += 1;
         self.stop(durable, Stop::Kill, report);
+        // As a restart would, from the journal as it is now: records were appended since the
+        // process started, and `restore` checks its snapshot against the journal's end.
+        let recovery = scan(journal).map_err(|error| format!("scanning the journal: {error}"))?;
+        self.recovery = Some(recovery);
         let watermark = self.committed_watermark();
         let from = if self.rng.below(4) == 0 && watermark.0 > 0 {
             report.projector_restarts_before_watermark += 1;
