@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use surge_catalog_svc::demo::DEMO_PRODUCTS;
 use surge_gateway::loadtest::{Answer, HttpClient};
 
-const ADMIN_TOKEN: &str = "e2e-admin-token";
+const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 const RESERVATION_TTL: &str = "2s";
 /// Deadlines: generous, since a loaded CI machine is slow, and they only cost time on failure.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -774,4 +774,34 @@ async fn a_start_refuses_a_journal_that_ends_before_the_newest_snapshot() {
     };
     assert_eq!(paths(&after), paths(&before), "no file was created or removed");
     assert_eq!(std::fs::metadata(&last).expect("segment").len(), length - 5, "nothing was cut");
+}
+
+/// An admin token an attacker could guess is refused at start, with the rule, before the server
+/// writes anything into its data directory but the directory itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_refuses_an_admin_token_shorter_than_sixteen_characters() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir = dir.path().join("data");
+    let log_path = dir.path().join("serve.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("SURGE_ADMIN_TOKEN", "short-secret")
+        .stdout(Stdio::null())
+        .stderr(File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("start surge serve");
+    // Killed when dropped, should it start serving after all.
+    let http = HttpClient::new("http://127.0.0.1:1", 1).expect("client");
+    let mut server = Server { child, http, log: log_path };
+    let status = server.wait_for_exit();
+    let log = server.log_text();
+    assert_eq!(status.code(), Some(1), "{status}; log:\n{log}");
+    assert!(log.contains("SURGE_ADMIN_TOKEN is 12 characters long"), "{log}");
+    assert!(log.contains("at least 16"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let written: Vec<_> = std::fs::read_dir(&data_dir).expect("data directory").collect();
+    assert!(written.is_empty(), "nothing written: {written:?}");
 }
