@@ -31,7 +31,8 @@
 //!   through the seq it is told is committed; anything missing or bad up to there is an error,
 //!   never the end, and nothing after it is looked at.
 //! - [`snapshot`]: atomic snapshot files and loading the newest valid one.
-//! - [`archive`]: moving segments that a snapshot covers out of the journal.
+//! - [`archive`]: moving segments no reader needs out of the journal into an archive directory,
+//!   and [`WithArchive`], the two read as one journal by the operator's tools.
 //!
 //! Invariants, as absences: a record's bytes are never rewritten once synced; a failed sync is
 //! never retried; recovery never cuts anything but the tail of the last segment; a snapshot is
@@ -49,7 +50,7 @@ pub mod storage;
 pub mod tail;
 pub mod writer;
 
-pub use archive::archive_segments_before;
+pub use archive::{archive_segments_through, WithArchive};
 pub use error::JournalError;
 pub use mem_storage::{MemFile, MemStorage};
 pub use record::RECORD_PAYLOAD_MAX;
