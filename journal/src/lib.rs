@@ -57,8 +57,8 @@ pub use record::RECORD_PAYLOAD_MAX;
 pub use recover::{read_from, recover, repair, scan, RecordRef, Recovery, SegmentInfo, TornTail};
 pub use rng::SplitMix64;
 pub use snapshot::{
-    list_snapshots, load_newest_snapshot, load_newest_snapshot_at_most, write_snapshot,
-    LoadedSnapshot, SnapshotInfo,
+    list_snapshots, load_newest_snapshot, load_newest_snapshot_at_most, newest_valid_snapshots,
+    snapshot_seqs, write_snapshot, LoadedSnapshot, SnapshotInfo,
 };
 pub use storage::{FsFile, FsStorage, Storage, StorageFile};
 pub use tail::JournalTail;

@@ -222,6 +222,84 @@ fn restore_from<J: Storage, S: Storage>(
     Ok((engine, report))
 }
 
+/// What one pass of journal retention ([`archive_covered`]) found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveReport {
+    /// No reader of the journal needs the records through this sequence any more
+    /// ([`retention_through`]); `None` when the pass saw at once that no segment could go (fewer
+    /// than two snapshots at or before the consumer's stored sequence, or none old enough to
+    /// cover a whole segment) and read no snapshot.
+    pub through: Option<u64>,
+    /// The segments moved into the archive, oldest first.
+    pub moved: Vec<String>,
+}
+
+/// The last sequence that no reader of the journal needs any more.
+///
+/// The readers, and what each needs:
+/// - a start restores the engine from the newest valid snapshot, or, when that one turns out
+///   damaged, from the one before it: the records after the second-newest valid snapshot;
+/// - the follower is restored to where its consumer stands (`consumer`: the order projection's
+///   watermark, as *durably* stored, since a watermark a power loss can take back is not where
+///   the next start stands) from the newest valid snapshot at or before it, or the one before
+///   that: the records after the second-newest valid snapshot at or before `consumer`;
+/// - the operator's tools read the archive too ([`surge_journal::WithArchive`]).
+///
+/// So: the second-newest valid snapshot at or before `consumer` (any, without a consumer); `None`
+/// with fewer than two. The second also covers the first two readers' needs at once, since it is
+/// never newer than the second-newest snapshot overall.
+pub fn retention_through<S: Storage>(
+    snapshots: &S,
+    consumer: Option<Sequence>,
+) -> Result<Option<u64>, JournalError> {
+    let seq_max = consumer.map_or(u64::MAX, |consumer| consumer.0);
+    let newest = surge_journal::newest_valid_snapshots(snapshots, seq_max, 2)?;
+    Ok(newest.get(1).copied())
+}
+
+/// One pass of journal retention: moves the segments of `journal` that hold no record any reader
+/// needs ([`retention_through`]) into `archive`, a directory on the same file system. `followed`
+/// is the last sequence the follower beside the writer has read (the journal's end when nothing
+/// runs): a segment it may still be reading never moves. Blocking; reads the newest snapshots
+/// only when some segment could move.
+///
+/// Safe to run beside a running pipeline: the writer appends to the last segment, which never
+/// moves, and the follower has read past every segment that does (see `followed`).
+pub fn archive_covered<J: Storage, S: Storage>(
+    journal: &J,
+    archive: &J,
+    snapshots: &S,
+    consumer: Option<Sequence>,
+    followed: Sequence,
+) -> Result<ArchiveReport, DurableError> {
+    let seq_max = consumer.map_or(followed, |consumer| consumer.min(followed));
+    // First from the snapshots' names alone, which only reads directories: checking snapshots
+    // can only lower what may go, so when nothing could go even so, no snapshot is read.
+    let named: Vec<u64> = surge_journal::snapshot_seqs(snapshots)?
+        .into_iter()
+        .filter(|seq| *seq <= seq_max.0)
+        .collect();
+    let Some(&named_through) = named.len().checked_sub(2).and_then(|index| named.get(index)) else {
+        return Ok(ArchiveReport::default());
+    };
+    let second_segment = journal
+        .list()
+        .map_err(JournalError::from)?
+        .iter()
+        .filter_map(|name| surge_journal::record::parse_segment_name(name))
+        .nth(1);
+    if second_segment.is_none_or(|first_seq| first_seq > named_through.saturating_add(1)) {
+        return Ok(ArchiveReport::default());
+    }
+    let Some(through) = retention_through(snapshots, Some(seq_max))? else {
+        return Ok(ArchiveReport::default());
+    };
+    // The follower may still be in the segment that ends with `followed`.
+    let movable = through.min(followed.0.saturating_sub(1));
+    let moved = surge_journal::archive_segments_through(journal, archive, movable)?;
+    Ok(ArchiveReport { through: Some(through), moved })
+}
+
 /// Numbers, time-stamps and journals commands, one fsync per batch.
 pub struct Sequencer<J: Storage> {
     journal: JournalWriter<J>,
@@ -306,6 +384,11 @@ mod tests {
     /// A journal of `records` stock commands in segments of about three records, the engine
     /// that applied them, and the snapshots storage with a snapshot of that engine at `snapshot`.
     fn journal_with_snapshot(records: u64, snapshot: u64) -> (MemStorage, MemStorage) {
+        journal_with_snapshots(records, &[snapshot])
+    }
+
+    /// As [`journal_with_snapshot`], with a snapshot at each of `snapshots_at`.
+    fn journal_with_snapshots(records: u64, snapshots_at: &[u64]) -> (MemStorage, MemStorage) {
         let (journal, snapshots) = (MemStorage::new(), MemStorage::new());
         let mut engine = Engine::new(Limits::TEST);
         let recovery = surge_journal::recover(&journal).unwrap();
@@ -317,7 +400,7 @@ mod tests {
             let (sequence, at) = sequencer.append(Timestamp(u64::from(on_hand)), &command);
             sequencer.commit().unwrap();
             engine.apply(sequence, at, &command, &mut DiscardEvents);
-            if sequence.0 == snapshot {
+            if snapshots_at.contains(&sequence.0) {
                 let mut bytes = Vec::new();
                 engine.encode_snapshot(&mut bytes);
                 surge_journal::write_snapshot(&snapshots, sequence.0, at.0, &bytes).unwrap();
@@ -418,5 +501,65 @@ mod tests {
         let (engine, report) =
             restore(Limits::TEST, &journal, &snapshots, &recovery, Some(Sequence(5))).unwrap();
         assert_eq!((report.snapshot_sequence, engine.last_sequence()), (0, Sequence(5)));
+    }
+
+    fn first_seqs(storage: &MemStorage) -> Vec<u64> {
+        let names = storage.list().unwrap();
+        names.iter().filter_map(|name| surge_journal::record::parse_segment_name(name)).collect()
+    }
+
+    #[test]
+    fn retention_keeps_what_the_two_newest_usable_snapshots_need() {
+        // Segments of four records: 1, 5, 9, 13, 17.
+        let (journal, snapshots) = journal_with_snapshots(20, &[6, 12, 18]);
+        assert_eq!(first_seqs(&journal), [1, 5, 9, 13, 17]);
+        let archive = MemStorage::new();
+        let report = archive_covered(&journal, &archive, &snapshots, None, Sequence(20)).unwrap();
+        assert_eq!(report.through, Some(12));
+        assert_eq!(first_seqs(&archive), [1, 5, 9], "13 onwards is needed");
+        assert_eq!(first_seqs(&journal), [13, 17]);
+
+        // A damaged newest snapshot does not count: the two newest usable ones are 6 and 12.
+        let (journal, snapshots) = journal_with_snapshots(20, &[6, 12, 18]);
+        snapshots.flip_bit(&surge_journal::snapshot::snapshot_name(18), 60, 3);
+        let report =
+            archive_covered(&journal, &MemStorage::new(), &snapshots, None, Sequence(20)).unwrap();
+        assert_eq!(report.through, Some(6));
+        assert_eq!(first_seqs(&journal), [5, 9, 13, 17]);
+        let recovery = scan(&journal).unwrap();
+        let (_, restored) = restore(Limits::TEST, &journal, &snapshots, &recovery, None).unwrap();
+        assert_eq!(restored.snapshot_sequence, 12);
+    }
+
+    #[test]
+    fn retention_stays_behind_the_consumer_and_the_follower() {
+        let (journal, snapshots) = journal_with_snapshots(20, &[6, 12, 18]);
+        // The consumer stored 17: its follower restarts from 12, or from 6.
+        let report = archive_covered(
+            &journal,
+            &MemStorage::new(),
+            &snapshots,
+            Some(Sequence(17)),
+            Sequence(20),
+        )
+        .unwrap();
+        assert_eq!((report.through, first_seqs(&journal)), (Some(6), vec![5, 9, 13, 17]));
+        // A consumer before the second snapshot keeps everything.
+        let (journal, snapshots) = journal_with_snapshots(20, &[6, 12, 18]);
+        let report = archive_covered(
+            &journal,
+            &MemStorage::new(),
+            &snapshots,
+            Some(Sequence(11)),
+            Sequence(20),
+        )
+        .unwrap();
+        assert_eq!(report, ArchiveReport::default());
+        assert_eq!(first_seqs(&journal)[0], 1);
+        // A snapshot past what the follower has read does not count either.
+        let (journal, snapshots) = journal_with_snapshots(20, &[6, 9, 12]);
+        let report =
+            archive_covered(&journal, &MemStorage::new(), &snapshots, None, Sequence(10)).unwrap();
+        assert_eq!((report.through, first_seqs(&journal)[0]), (Some(6), 5));
     }
 }

@@ -47,7 +47,9 @@ use surge_engine::{
 use surge_journal::{FsStorage, JournalConfig, JournalTail, Storage};
 use tokio::sync::oneshot;
 
-use crate::durable::{decode_payload, restore, DurableError, RestoreReport, Sequencer};
+use crate::durable::{
+    archive_covered, decode_payload, restore, ArchiveReport, DurableError, RestoreReport, Sequencer,
+};
 
 /// Tunables of the pipeline, with defaults for a production node.
 #[derive(Clone, Debug)]
@@ -522,6 +524,54 @@ pub struct Pipeline {
     handle: Handle,
     threads: Vec<JoinHandle<()>>,
     outputs: Option<Outputs>,
+    archiver: Option<Archiver>,
+}
+
+/// One pass of retention over given storages: the consumer's stored sequence and the follower's.
+type ArchivePass =
+    dyn Fn(Option<Sequence>, Sequence) -> Result<ArchiveReport, DurableError> + Send + Sync;
+
+/// Journal retention for a running pipeline: moves the journal segments that no reader needs any
+/// more into the archive directory ([`archive_covered`]). Cheap to clone; passes run one at a
+/// time, and each blocks (renames and directory syncs), so call it where a thread may block.
+#[derive(Clone)]
+pub struct Archiver {
+    pass: Arc<ArchivePass>,
+    running: Arc<std::sync::Mutex<()>>,
+    shared: Arc<Shared>,
+    /// Whether the pipeline hands outputs to a consumer, whose stored sequence then bounds what
+    /// may go.
+    consumer: bool,
+}
+
+impl std::fmt::Debug for Archiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archiver").field("consumer", &self.consumer).finish_non_exhaustive()
+    }
+}
+
+impl Archiver {
+    /// Runs one pass. `consumer_stored` is the sequence through which the consumer of the
+    /// follower's outputs has *durably* stored what it read (the order projection's watermark
+    /// after a synced write): the follower of the next start is restored to it, so nothing it
+    /// needs may go. `None` only for a pipeline without a consumer.
+    ///
+    /// # Panics
+    /// When the pipeline has a consumer and `consumer_stored` is `None`: retention would then
+    /// ignore the consumer, a bug in the caller.
+    pub fn archive(
+        &self,
+        consumer_stored: Option<Sequence>,
+    ) -> Result<ArchiveReport, DurableError> {
+        assert!(
+            consumer_stored.is_some() || !self.consumer,
+            "the pipeline has a consumer: retention needs its stored sequence"
+        );
+        // A poisoned lock only means an earlier pass panicked; the next one starts afresh.
+        let _one_at_a_time = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let followed = Sequence(self.shared.followed_sequence.load(Ordering::Acquire));
+        (self.pass)(consumer_stored, followed)
+    }
 }
 
 /// What happens when the journal fails. The default stops the process: a failed fsync may have lost
@@ -534,26 +584,63 @@ fn stop_process(error: &DurableError) {
 }
 
 impl Pipeline {
-    /// Restores state from `data_dir` (`journal/` and `snapshots/` below it) and starts the threads.
+    /// Restores state from `data_dir` (`journal/` and `snapshots/` below it) and starts the threads,
+    /// with retention into `archive/` beside the journal ([`Pipeline::archiver`]).
     pub fn open_dir(
         data_dir: &std::path::Path,
         config: PipelineConfig,
     ) -> Result<(Pipeline, RestoreReport), DurableError> {
-        let journal = FsStorage::open(&data_dir.join("journal"))
-            .map_err(surge_journal::JournalError::from)?;
-        let snapshots = FsStorage::open(&data_dir.join("snapshots"))
-            .map_err(surge_journal::JournalError::from)?;
-        Self::start(config, journal, snapshots, SystemClock, Arc::new(stop_process))
+        let open =
+            |dir: &std::path::Path| FsStorage::open(dir).map_err(surge_journal::JournalError::from);
+        let journal = open(&data_dir.join("journal"))?;
+        let snapshots = open(&data_dir.join("snapshots"))?;
+        // Opened by each pass rather than here, so that a start that refuses creates nothing.
+        let archive_dir = data_dir.join("archive");
+        let (pass_journal, pass_snapshots) = (journal.clone(), snapshots.clone());
+        let pass: Arc<ArchivePass> = Arc::new(move |consumer, followed| {
+            let archive = open(&archive_dir)?;
+            archive_covered(&pass_journal, &archive, &pass_snapshots, consumer, followed)
+        });
+        Self::launch(config, journal, snapshots, SystemClock, Arc::new(stop_process), Some(pass))
     }
 
     /// Restores state from the given storages and starts the threads. `journal` is cloned for the
-    /// follower's reader: both clones must name the same files.
+    /// follower's reader: both clones must name the same files. Without retention
+    /// ([`Pipeline::archiver`] is `None`).
     pub fn start<J: Storage + Clone, S: Storage, C: Clock>(
         config: PipelineConfig,
         journal: J,
         snapshots: S,
         clock: C,
         on_journal_failure: JournalFailureHook,
+    ) -> Result<(Pipeline, RestoreReport), DurableError> {
+        Self::launch(config, journal, snapshots, clock, on_journal_failure, None)
+    }
+
+    /// [`Pipeline::start`] with journal retention: [`Pipeline::archiver`] moves the segments no
+    /// reader needs from `journal` into `archive`, a directory on the same file system.
+    pub fn start_archiving<J: Storage + Clone, S: Storage + Clone, C: Clock>(
+        config: PipelineConfig,
+        journal: J,
+        snapshots: S,
+        archive: J,
+        clock: C,
+        on_journal_failure: JournalFailureHook,
+    ) -> Result<(Pipeline, RestoreReport), DurableError> {
+        let (pass_journal, pass_snapshots) = (journal.clone(), snapshots.clone());
+        let pass: Arc<ArchivePass> = Arc::new(move |consumer, followed| {
+            archive_covered(&pass_journal, &archive, &pass_snapshots, consumer, followed)
+        });
+        Self::launch(config, journal, snapshots, clock, on_journal_failure, Some(pass))
+    }
+
+    fn launch<J: Storage + Clone, S: Storage, C: Clock>(
+        config: PipelineConfig,
+        journal: J,
+        snapshots: S,
+        clock: C,
+        on_journal_failure: JournalFailureHook,
+        archive_pass: Option<Arc<ArchivePass>>,
     ) -> Result<(Pipeline, RestoreReport), DurableError> {
         // Decide first, then repair: everything that may refuse the start reads only, so a refused
         // start leaves the journal as it found it (a torn tail included, which may be the evidence
@@ -670,13 +757,29 @@ impl Pipeline {
         };
         threads.push(spawn("surge-follower", move || follower.run()));
 
-        let pipeline =
-            Pipeline { handle: Handle { queue, queries, shared }, threads, outputs: consumer };
+        let archiver = archive_pass.map(|pass| Archiver {
+            pass,
+            running: Arc::default(),
+            shared: Arc::clone(&shared),
+            consumer: follow_from.is_some(),
+        });
+        let pipeline = Pipeline {
+            handle: Handle { queue, queries, shared },
+            threads,
+            outputs: consumer,
+            archiver,
+        };
         Ok((pipeline, report))
     }
 
     pub fn handle(&self) -> Handle {
         self.handle.clone()
+    }
+
+    /// Journal retention, when the pipeline was started with an archive ([`Pipeline::open_dir`],
+    /// [`Pipeline::start_archiving`]).
+    pub fn archiver(&self) -> Option<Archiver> {
+        self.archiver.clone()
     }
 
     /// The follower's outputs (with [`PipelineConfig::follow_from`]), taken once.
