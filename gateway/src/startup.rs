@@ -6,6 +6,7 @@
 //!  3. the projector: outputs W+1.. into the rows; wait until the rows reach E
 //!  4. checkout keys of the last 24 h from the rows (so a retry after a crash finds its answer)
 //!  5. the search feeder; the payment driver; what the rows still show as due, driven again
+//!  6. journal retention: a pass now (in the background), then every 10 minutes
 //! ```
 //!
 //! Only after all of it may the caller mark the gateway ready: before step 4 a retried key could
@@ -19,7 +20,9 @@ use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use surge_engine::Sequence;
-use surge_pipeline::{DurableError, Pipeline, PipelineConfig, RestoreReport};
+use surge_pipeline::{
+    ArchiveReport, Archiver, DurableError, Pipeline, PipelineConfig, RestoreReport,
+};
 
 use crate::auth::{RateLimiter, Tokens};
 use crate::catalog::Registry;
@@ -48,6 +51,8 @@ pub struct Running {
     threads: Vec<JoinHandle<()>>,
     driver: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    /// Journal retention, when the pipeline has an archive (`Pipeline::open_dir`), and its task.
+    retention: Option<(Archiver, tokio::task::JoinHandle<()>)>,
 }
 
 /// Starts everything (see the module documentation). `open` starts the pipeline with the given
@@ -114,6 +119,10 @@ where
     drop(redo);
     let driver = Driver::new(state, Arc::clone(&provider), db.clone()).spawn(work_queue);
     let sweeper = crate::retention::spawn_sweeper(db.clone());
+    let retention = pipeline.archiver().map(|archiver| {
+        let task = crate::journal_retention::spawn(db.clone(), archiver.clone());
+        (archiver, task)
+    });
     let services = Services {
         rate_limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
         config,
@@ -133,6 +142,7 @@ where
         threads: vec![projector_thread, feeder],
         driver,
         sweeper,
+        retention,
     })
 }
 
@@ -167,11 +177,23 @@ async fn load_keys(db: &Db, keys: &Arc<CheckoutKeys>) -> Result<usize, crate::er
 }
 
 impl Running {
+    /// Runs a pass of journal retention now, beside the periodic ones; `None` when the pipeline has
+    /// no archive (an in-memory journal).
+    pub async fn archive_now(&self) -> Option<anyhow::Result<ArchiveReport>> {
+        let (archiver, _) = self.retention.as_ref()?;
+        Some(crate::journal_retention::pass(&self.services.db, archiver).await)
+    }
+
     /// Stops accepting work, lets the pipeline finish what is queued (a final snapshot), waits for
     /// the projector to write the last outputs and the feeder to commit. Blocks: call it where a
     /// thread may block (`spawn_blocking`).
     pub fn stop(mut self) {
         self.sweeper.abort();
+        // A pass already on the blocking pool finishes beside the shutdown, which is safe: it
+        // never moves the segment the writer appends to.
+        if let Some((_, task)) = self.retention.take() {
+            task.abort();
+        }
         if let Some(pipeline) = self.pipeline.take() {
             pipeline.shutdown();
         }
