@@ -167,3 +167,36 @@ fn damage_before_the_end_is_named_and_refused() {
     assert!(Pipeline::open_dir(dir.path(), config).is_err(), "a start refuses damaged journals");
     assert_eq!(std::fs::read(&first).unwrap(), bytes, "nothing was overwritten");
 }
+
+#[test]
+fn commands_with_attachments_verify_and_print_like_any_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PipelineConfig { limits: Limits::TEST, ..PipelineConfig::default() };
+    let (pipeline, _) = Pipeline::open_dir(dir.path(), config).unwrap();
+    let handle = pipeline.handle();
+    let stock = Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(2), on_hand: 5 };
+    handle.submit(stock).unwrap().wait().unwrap();
+    // A checkout's reservation carries its order record: a journal record of kind 1.
+    let reserve = Command::Reserve {
+        buyer: BuyerId(9),
+        expiry: Expiry::After { ttl_ns: 60_000_000_000 },
+        cart: None,
+        lines: LineRequests::from_slice(&[LineRequest { sku: SkuId(1), quantity: 2 }]).unwrap(),
+        warehouses: WarehouseChoices::from_slice(&[WarehouseId(2)]).unwrap(),
+    };
+    handle.try_submit_with(reserve, b"the order record".to_vec()).unwrap().wait().unwrap();
+    pipeline.shutdown();
+    let data_dir = dir.path().to_str().unwrap();
+
+    let (code, out, _) = surge(&["journal", "verify", "--data-dir", data_dir]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json(&out)["records"], 2);
+    let (code, out, err) = surge(&["journal", "inspect", "--data-dir", data_dir, "--from", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let line = json(&out);
+    assert_eq!(
+        (line["seq"].as_u64(), line["command"]["type"].as_str()),
+        (Some(2), Some("reserve"))
+    );
+    assert_eq!(line["command"]["buyer"], 9);
+}

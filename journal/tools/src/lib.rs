@@ -5,7 +5,7 @@
 //! them for its `journal` subcommands.
 //!
 //! All three only read. `verify` checks every record (framing, checksum, sequence, and that the
-//! payload decodes as a command) and exits 2 naming the segment and byte offset of the first bad
+//! payload decodes as a command, with its attachment when it has one) and exits 2 naming the segment and byte offset of the first bad
 //! record; a torn final record is reported but is not an error, because the next start cuts it.
 //! `replay` rebuilds the engine exactly as a start would and prints its state digest, so two nodes
 //! (or a node and a backup) can be compared without serving traffic.
@@ -16,10 +16,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use surge_engine::codec::decode_command;
 use surge_engine::time::rfc3339;
 use surge_engine::{Command, Expiry, Limits, ReleaseReason, Sequence, Timestamp};
 use surge_journal::{FsStorage, JournalError};
+use surge_pipeline::decode_payload;
 
 /// Exit code for a journal that is damaged somewhere other than its final record.
 const EXIT_CORRUPT: u8 = 2;
@@ -49,7 +49,7 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let mut records = 0u64;
     let mut bad_payload = None;
     surge_journal::read_from(&journal, 0, |record| {
-        if let Err(error) = decode_command(record.payload) {
+        if let Err(error) = decode_payload(record.kind, record.payload) {
             bad_payload = Some(format!(
                 "record {} in segment {} at byte {} does not decode: {error}",
                 record.seq, record.segment, record.offset
@@ -89,8 +89,8 @@ pub fn inspect(data_dir: &Path, from: u64, limit: Option<u64>) -> anyhow::Result
         if limit.is_some_and(|limit| printed >= limit) {
             return ControlFlow::Break(());
         }
-        let command = match decode_command(record.payload) {
-            Ok(command) => command_json(&command),
+        let command = match decode_payload(record.kind, record.payload) {
+            Ok((command, _)) => command_json(&command),
             Err(error) => {
                 failure = Some(anyhow::anyhow!(
                     "record {} in segment {} at byte {} does not decode: {error}",
