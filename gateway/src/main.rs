@@ -199,7 +199,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tokens,
             paths,
             PipelineConfig::default(),
-            move |config| Pipeline::open_dir(&data_dir, config),
+            move |limits| Pipeline::restore_dir(&data_dir, limits),
         )
         .await?;
         if args.demo {

@@ -9,7 +9,7 @@ use axum::Router;
 use serde_json::Value;
 use surge_engine::Limits;
 use surge_journal::MemStorage;
-use surge_pipeline::{DurableError, Pipeline, PipelineConfig, RestoreReport, SystemClock};
+use surge_pipeline::{DurableError, Pipeline, PipelineConfig, Restored, SystemClock};
 use tower::ServiceExt as _;
 
 use crate::auth::Tokens;
@@ -53,16 +53,16 @@ impl TestApp {
     /// or a crash.
     pub async fn start_in(config: Config, dir: tempfile::TempDir, journal: MemStorage) -> TestApp {
         let pipeline_journal = journal.clone();
-        let open = move |config| {
-            Pipeline::start(
-                config,
+        let restore = move |limits| {
+            Pipeline::restore_storages(
+                limits,
                 pipeline_journal,
                 MemStorage::new(),
                 SystemClock,
                 Arc::new(|error| panic!("journal failed in a test: {error}")),
             )
         };
-        TestApp::launch(config, dir, journal, TestApp::pipeline_config(), open)
+        TestApp::launch(config, dir, journal, TestApp::pipeline_config(), restore)
             .await
             .map_err(|not_started| not_started.error)
             .expect("the gateway starts")
@@ -78,8 +78,8 @@ impl TestApp {
         pipeline_config: PipelineConfig,
     ) -> Result<TestApp, NotStarted> {
         let data_dir = dir.path().to_owned();
-        let open = move |config| Pipeline::open_dir(&data_dir, config);
-        TestApp::launch(config, dir, MemStorage::new(), pipeline_config, open).await
+        let restore = move |limits| Pipeline::restore_dir(&data_dir, limits);
+        TestApp::launch(config, dir, MemStorage::new(), pipeline_config, restore).await
     }
 
     /// The pipeline of a test app: small limits, a snapshot only at shutdown, a quick expiry tick.
@@ -101,12 +101,10 @@ impl TestApp {
         dir: tempfile::TempDir,
         journal: MemStorage,
         pipeline_config: PipelineConfig,
-        open: F,
+        restore: F,
     ) -> Result<TestApp, NotStarted>
     where
-        F: FnOnce(PipelineConfig) -> Result<(Pipeline, RestoreReport), DurableError>
-            + Send
-            + 'static,
+        F: FnOnce(Limits) -> Result<Restored, DurableError> + Send + 'static,
     {
         let tokens =
             Tokens::load(dir.path(), Some(ADMIN_TOKEN.to_owned()), Duration::from_secs(3600))
@@ -116,7 +114,8 @@ impl TestApp {
             Paths { database: dir.path().join("surge.db"), search_dir: dir.path().to_owned() };
         let state = Arc::new(AppState::default());
         let running =
-            match crate::startup::start(&state, config, tokens, paths, pipeline_config, open).await
+            match crate::startup::start(&state, config, tokens, paths, pipeline_config, restore)
+                .await
             {
                 Ok(running) => running,
                 Err(error) => return Err(NotStarted { error, dir }),

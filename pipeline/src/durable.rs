@@ -327,6 +327,8 @@ impl<J: Storage> Sequencer<J> {
     ) -> Result<Self, DurableError> {
         let journal = JournalWriter::open(journal, config, recovery)?;
         let next = Sequence(journal.next_seq());
+        // `restore` refuses a snapshot past the journal's end, so an engine restored from this
+        // journal always agrees; anything else is a caller's bug.
         assert_eq!(
             next.0,
             engine.last_sequence().0 + 1,

@@ -20,5 +20,6 @@ pub use durable::{
 };
 pub use threaded::{
     Applied, AppliedCommand, Archiver, Clock, GroupTicket, Handle, Output, Outputs, Pipeline,
-    PipelineConfig, PipelineStats, SubmitError, SystemClock, Ticket, ATTACHMENT_BYTES_MAX,
+    PipelineConfig, PipelineStats, Restored, SubmitError, SystemClock, Ticket,
+    ATTACHMENT_BYTES_MAX,
 };

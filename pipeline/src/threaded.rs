@@ -583,13 +583,75 @@ fn stop_process(error: &DurableError) {
     std::process::abort();
 }
 
+/// A pipeline whose engine is restored but which has not started: the first half of a start,
+/// which only reads, so that a start it refuses changes no file. [`Restored::start`] is the second.
+pub struct Restored {
+    report: RestoreReport,
+    limits: Limits,
+    start: Box<StartSecondHalf>,
+}
+
+/// The second half of a start, over the storages the first half read.
+type StartSecondHalf =
+    dyn FnOnce(PipelineConfig) -> Result<(Pipeline, RestoreReport), DurableError> + Send;
+
+impl std::fmt::Debug for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restored").field("report", &self.report).finish_non_exhaustive()
+    }
+}
+
+impl Restored {
+    /// What the restore found: the snapshot, the records replayed, a torn tail (not cut yet).
+    pub fn report(&self) -> &RestoreReport {
+        &self.report
+    }
+
+    /// The second half of a start: restores the follower to `config.follow_from` (refusing a
+    /// consumer ahead of the journal, or one whose records the journal no longer holds), and only
+    /// then cuts a torn tail, opens the journal for appending and starts the threads.
+    ///
+    /// # Panics
+    /// When `config.limits` are not the limits the engine was restored with.
+    pub fn start(self, config: PipelineConfig) -> Result<(Pipeline, RestoreReport), DurableError> {
+        assert_eq!(
+            config.limits, self.limits,
+            "a pipeline starts with the limits it restored with"
+        );
+        (self.start)(config)
+    }
+}
+
+/// Everything the second half of a start needs from the first.
+struct Parts<J, S, C> {
+    journal: J,
+    snapshots: S,
+    clock: C,
+    on_journal_failure: JournalFailureHook,
+    archive_pass: Option<Arc<ArchivePass>>,
+    recovery: surge_journal::Recovery,
+    engine: Engine,
+    report: RestoreReport,
+}
+
 impl Pipeline {
     /// Restores state from `data_dir` (`journal/` and `snapshots/` below it) and starts the threads,
-    /// with retention into `archive/` beside the journal ([`Pipeline::archiver`]).
+    /// with retention into `archive/` beside the journal ([`Pipeline::archiver`]):
+    /// [`Pipeline::restore_dir`], then [`Restored::start`].
     pub fn open_dir(
         data_dir: &std::path::Path,
         config: PipelineConfig,
     ) -> Result<(Pipeline, RestoreReport), DurableError> {
+        Self::restore_dir(data_dir, config.limits)?.start(config)
+    }
+
+    /// The first half of [`Pipeline::open_dir`]: scans the journal and restores the engine from the
+    /// newest valid snapshot and the records after it, changing nothing (not even a torn tail);
+    /// refuses damage and a journal that ends before the newest snapshot.
+    pub fn restore_dir(
+        data_dir: &std::path::Path,
+        limits: Limits,
+    ) -> Result<Restored, DurableError> {
         let open =
             |dir: &std::path::Path| FsStorage::open(dir).map_err(surge_journal::JournalError::from);
         let journal = open(&data_dir.join("journal"))?;
@@ -601,12 +663,14 @@ impl Pipeline {
             let archive = open(&archive_dir)?;
             archive_covered(&pass_journal, &archive, &pass_snapshots, consumer, followed)
         });
-        Self::launch(config, journal, snapshots, SystemClock, Arc::new(stop_process), Some(pass))
+        let hook: JournalFailureHook = Arc::new(stop_process);
+        Self::restore_parts(limits, journal, snapshots, SystemClock, hook, Some(pass))
     }
 
     /// Restores state from the given storages and starts the threads. `journal` is cloned for the
     /// follower's reader: both clones must name the same files. Without retention
-    /// ([`Pipeline::archiver`] is `None`).
+    /// ([`Pipeline::archiver`] is `None`). [`Pipeline::restore_storages`], then
+    /// [`Restored::start`].
     pub fn start<J: Storage + Clone, S: Storage, C: Clock>(
         config: PipelineConfig,
         journal: J,
@@ -614,7 +678,19 @@ impl Pipeline {
         clock: C,
         on_journal_failure: JournalFailureHook,
     ) -> Result<(Pipeline, RestoreReport), DurableError> {
-        Self::launch(config, journal, snapshots, clock, on_journal_failure, None)
+        Self::restore_storages(config.limits, journal, snapshots, clock, on_journal_failure)?
+            .start(config)
+    }
+
+    /// The first half of [`Pipeline::start`], which only reads (see [`Pipeline::restore_dir`]).
+    pub fn restore_storages<J: Storage + Clone, S: Storage, C: Clock>(
+        limits: Limits,
+        journal: J,
+        snapshots: S,
+        clock: C,
+        on_journal_failure: JournalFailureHook,
+    ) -> Result<Restored, DurableError> {
+        Self::restore_parts(limits, journal, snapshots, clock, on_journal_failure, None)
     }
 
     /// [`Pipeline::start`] with journal retention: [`Pipeline::archiver`] moves the segments no
@@ -631,21 +707,51 @@ impl Pipeline {
         let pass: Arc<ArchivePass> = Arc::new(move |consumer, followed| {
             archive_covered(&pass_journal, &archive, &pass_snapshots, consumer, followed)
         });
-        Self::launch(config, journal, snapshots, clock, on_journal_failure, Some(pass))
+        let limits = config.limits;
+        Self::restore_parts(limits, journal, snapshots, clock, on_journal_failure, Some(pass))?
+            .start(config)
     }
 
-    fn launch<J: Storage + Clone, S: Storage, C: Clock>(
-        config: PipelineConfig,
+    fn restore_parts<J: Storage + Clone, S: Storage, C: Clock>(
+        limits: Limits,
         journal: J,
         snapshots: S,
         clock: C,
         on_journal_failure: JournalFailureHook,
         archive_pass: Option<Arc<ArchivePass>>,
-    ) -> Result<(Pipeline, RestoreReport), DurableError> {
+    ) -> Result<Restored, DurableError> {
         // Decide first, then repair: everything that may refuse the start reads only, so a refused
         // start leaves the journal as it found it (a torn tail included, which may be the evidence
-        // an operator needs), and only then is the torn tail cut.
+        // an operator needs), and only in the second half is the torn tail cut.
         let recovery = surge_journal::scan(&journal)?;
+        let (engine, report) = restore(limits, &journal, &snapshots, &recovery, None)?;
+        let parts = Parts {
+            journal,
+            snapshots,
+            clock,
+            on_journal_failure,
+            archive_pass,
+            recovery,
+            engine,
+            report: report.clone(),
+        };
+        Ok(Restored { report, limits, start: Box::new(move |config| Self::launch(config, parts)) })
+    }
+
+    fn launch<J: Storage + Clone, S: Storage, C: Clock>(
+        config: PipelineConfig,
+        parts: Parts<J, S, C>,
+    ) -> Result<(Pipeline, RestoreReport), DurableError> {
+        let Parts {
+            journal,
+            snapshots,
+            clock,
+            on_journal_failure,
+            archive_pass,
+            recovery,
+            engine,
+            report,
+        } = parts;
         let PipelineConfig {
             limits,
             queue_capacity,
@@ -657,7 +763,6 @@ impl Pipeline {
             follow_from,
             output_commands_max,
         } = config;
-        let (engine, report) = restore(limits, &journal, &snapshots, &recovery, None)?;
         // The follower starts where its consumer stands: restored separately when that is behind
         // the journal's end (a crash, or a consumer that lags), a copy otherwise.
         let follower_engine = match follow_from {

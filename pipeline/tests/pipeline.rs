@@ -629,3 +629,44 @@ fn retention_without_the_consumers_sequence_is_a_bug() {
     let (pipeline, _) = Pipeline::open_dir(dir.path(), config).unwrap();
     let _ = pipeline.archiver().unwrap().archive(None);
 }
+
+#[test]
+fn the_first_half_of_a_start_changes_nothing_and_the_second_cuts_the_torn_tail() {
+    use surge_journal::Storage as _;
+    let journal = MemStorage::new();
+    {
+        let (pipeline, _) = Pipeline::start(
+            config(),
+            journal.clone(),
+            MemStorage::new(),
+            SystemClock,
+            Arc::new(never_called),
+        )
+        .unwrap();
+        for on_hand in 1..=3 {
+            let stock = Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(0), on_hand };
+            pipeline.handle().submit(stock).unwrap().wait().unwrap();
+        }
+        pipeline.shutdown();
+    }
+    // A crash in the middle of writing record 3; no snapshot covers it.
+    let last = journal.list().unwrap().pop().unwrap();
+    let mut bytes = journal.bytes(&last).unwrap();
+    bytes.truncate(bytes.len() - 5);
+    journal.set_bytes(&last, bytes.clone());
+
+    let restored = Pipeline::restore_storages(
+        config().limits,
+        journal.clone(),
+        MemStorage::new(),
+        SystemClock,
+        Arc::new(never_called),
+    )
+    .unwrap();
+    assert!(restored.report().torn_tail.is_some());
+    assert_eq!(journal.bytes(&last).unwrap(), bytes, "restoring reads only");
+    let (pipeline, report) = restored.start(config()).unwrap();
+    assert_eq!(report.next_sequence, 3);
+    assert!(journal.bytes(&last).unwrap().len() < bytes.len(), "starting cuts the torn record");
+    pipeline.shutdown();
+}
