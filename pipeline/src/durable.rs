@@ -113,17 +113,24 @@ fn snapshot_ahead(name: &str, snapshot: u64, journal_last: u64) -> String {
     } else {
         format!("the journal ends at sequence {journal_last}")
     };
+    let missing = if journal_last + 1 == snapshot {
+        format!("record {snapshot} was durable when the snapshot was written and is")
+    } else {
+        format!(
+            "records {} to {snapshot} were durable when the snapshot was written and are",
+            journal_last + 1
+        )
+    };
     format!(
         "the newest snapshot, snapshots/{name}, holds the state through sequence {snapshot}, but \
-         {journal_end}: records {} to {snapshot} were durable when the snapshot was written and \
-         are missing from journal/ (a journal restored from a backup older than the snapshots, \
-         or records the disk lost). Nothing was changed. To keep every acknowledged command, put \
-         back the journal segments that hold the records through sequence {snapshot} (from a \
-         newer backup, or from archive/) and start again. To recover the older state through \
+         {journal_end}: {missing} missing from journal/ (a journal restored from a backup older \
+         than the snapshots, or records the disk lost). Nothing was changed. To keep every \
+         acknowledged command, put back the journal segments that hold the records through \
+         sequence {snapshot} (from a newer backup, or from archive/) and start again. To \
+         recover the older state through \
          sequence {journal_last} instead, losing every command after it, move the snapshots \
          newer than sequence {journal_last} out of snapshots/ (a projection in surge.db that is \
-         ahead of the journal is then refused in turn)",
-        journal_last + 1
+         ahead of the journal is then refused in turn)"
     )
 }
 
