@@ -97,35 +97,66 @@ struct Claims {
     e: u64,
 }
 
+/// The fewest characters an admin token may have. The admin token is a bearer secret compared as
+/// it is, with no rate limit in front of it, so it must not be guessable; a generated one has 48
+/// (24 random bytes in hex).
+pub const ADMIN_TOKEN_CHARS_MIN: usize = 16;
+
 impl Tokens {
     /// Loads the signing key and the admin token from `data_dir`, creating them on first start.
     /// `admin_token` from the environment wins over the stored one. A newly generated admin token
-    /// is printed once on standard error.
+    /// is printed once on standard error. An admin token shorter than [`ADMIN_TOKEN_CHARS_MIN`]
+    /// characters, given or stored, refuses the start; a given one is checked before any file is
+    /// created.
     pub fn load(
         data_dir: &Path,
         admin_token: Option<String>,
         lifetime: Duration,
     ) -> anyhow::Result<Tokens> {
+        let path = data_dir.join("admin.token");
+        let given = admin_token.filter(|token| !token.is_empty());
+        if let Some(token) = &given {
+            check_admin_token(token).map_err(|chars| {
+                anyhow::anyhow!(
+                    "SURGE_ADMIN_TOKEN is {chars} characters long, and an admin token needs at \
+                     least {ADMIN_TOKEN_CHARS_MIN}: set a longer one (for example the output of \
+                     `openssl rand -hex 24`), or unset it to have one generated into {}",
+                    path.display()
+                )
+            })?;
+        }
         let key_bytes = read_or_create_secret(&data_dir.join("token.key"), 32)?;
         let mut key = [0u8; 32];
         key.copy_from_slice(&key_bytes[..32]);
-        let admin_token = match admin_token.filter(|token| !token.is_empty()) {
+        let admin_token = match given {
             Some(token) => token,
-            None => {
-                let path = data_dir.join("admin.token");
-                match std::fs::read_to_string(&path) {
-                    Ok(token) => token.trim().to_owned(),
-                    Err(_) => {
-                        let mut random = [0u8; 24];
-                        getrandom::fill(&mut random)
-                            .map_err(|error| anyhow::anyhow!("random bytes: {error}"))?;
-                        let token = hex(&random);
-                        write_private(&path, token.as_bytes())?;
-                        eprintln!("surge: admin token (saved in {}): {token}", path.display());
-                        token
-                    }
+            None => match std::fs::read_to_string(&path) {
+                Ok(token) => {
+                    let token = token.trim().to_owned();
+                    check_admin_token(&token).map_err(|chars| {
+                        anyhow::anyhow!(
+                            "the admin token in {} is {chars} characters long, and an admin \
+                             token needs at least {ADMIN_TOKEN_CHARS_MIN}: write a longer one \
+                             into the file, or remove the file to have a new one generated (and \
+                             printed once)",
+                            path.display()
+                        )
+                    })?;
+                    token
                 }
-            }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    let mut random = [0u8; 24];
+                    getrandom::fill(&mut random)
+                        .map_err(|error| anyhow::anyhow!("random bytes: {error}"))?;
+                    let token = hex(&random);
+                    write_private(&path, token.as_bytes())?;
+                    eprintln!("surge: admin token (saved in {}): {token}", path.display());
+                    token
+                }
+                Err(error) => {
+                    return Err(anyhow::anyhow!("read the admin token {}: {error}", path.display()))
+                }
+            },
         };
         Ok(Tokens { key, admin_token, lifetime })
     }
@@ -443,26 +474,69 @@ pub fn load_or_create_hex_secret(path: &Path) -> anyhow::Result<String> {
     Ok(hex(&read_or_create_secret(path, 32)?[..32]))
 }
 
-/// Reads a secret file, or creates it with `len` random bytes and mode 0600.
-fn read_or_create_secret(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
-    if let Ok(bytes) = std::fs::read(path) {
-        anyhow::ensure!(bytes.len() >= len, "{} is shorter than {len} bytes", path.display());
-        return Ok(bytes);
+/// Whether `token` is long enough to be an admin token; `Err` with its length in characters.
+fn check_admin_token(token: &str) -> Result<(), usize> {
+    let chars = token.chars().count();
+    if chars < ADMIN_TOKEN_CHARS_MIN {
+        Err(chars)
+    } else {
+        Ok(())
     }
-    let mut bytes = vec![0u8; len];
-    getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("random bytes: {error}"))?;
-    write_private(path, &bytes)?;
-    Ok(bytes)
 }
 
+/// Reads a secret file, or creates it with `len` random bytes and mode 0600.
+fn read_or_create_secret(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            anyhow::ensure!(bytes.len() >= len, "{} is shorter than {len} bytes", path.display());
+            Ok(bytes)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = vec![0u8; len];
+            getrandom::fill(&mut bytes)
+                .map_err(|error| anyhow::anyhow!("random bytes: {error}"))?;
+            write_private(path, &bytes)?;
+            Ok(bytes)
+        }
+        Err(error) => Err(anyhow::anyhow!("read {}: {error}", path.display())),
+    }
+}
+
+/// Writes a new secret file (mode 0600) so that, whenever the machine stops, `path` either does
+/// not exist or holds all of `bytes`: the bytes go into `<name>.tmp` in the same directory, which
+/// is synced and renamed to `path`, and then the directory is synced so the name survives a power
+/// loss. (Written in place, a crash could leave an empty or partial file, which the next start
+/// would read as the secret.) A `.tmp` left by a crash is replaced.
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name =
+        path.file_name().ok_or_else(|| anyhow::anyhow!("{} names no file", path.display()))?;
+    let mut temporary_name = name.to_owned();
+    temporary_name.push(".tmp");
+    let temporary = path.with_file_name(temporary_name);
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    match std::fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(anyhow::anyhow!("remove {}: {error}", temporary.display())),
+    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    written.map_err(|error| anyhow::anyhow!("write {}: {error}", temporary.display()))?;
+    std::fs::rename(&temporary, path).map_err(|error| {
+        anyhow::anyhow!("rename {} to {}: {error}", temporary.display(), path.display())
+    })?;
+    std::fs::File::open(directory)
+        .and_then(|directory| directory.sync_all())
+        .map_err(|error| anyhow::anyhow!("sync the directory {}: {error}", directory.display()))?;
     Ok(())
 }
 
@@ -521,5 +595,76 @@ mod password_tests {
         let stored = hash_password("right").unwrap();
         assert!(passwords.verify("right".to_owned(), Some(stored.clone())).await.unwrap());
         assert!(!passwords.verify("wrong".to_owned(), Some(stored)).await.unwrap());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn error_of(result: anyhow::Result<Tokens>) -> String {
+        format!("{:#}", result.expect_err("the start is refused"))
+    }
+
+    #[test]
+    fn a_given_admin_token_shorter_than_sixteen_characters_is_refused_before_any_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = error_of(Tokens::load(dir.path(), Some("fifteen-chars!!".to_owned()), HOUR));
+        assert!(error.contains("SURGE_ADMIN_TOKEN is 15 characters"), "{error}");
+        assert!(error.contains("at least 16"), "{error}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was written");
+        // Characters, not bytes: fifteen letters of two bytes each are still fifteen.
+        let error = error_of(Tokens::load(dir.path(), Some("é".repeat(15)), HOUR));
+        assert!(error.contains("is 15 characters"), "{error}");
+
+        let tokens = Tokens::load(dir.path(), Some("sixteen-chars!!!".to_owned()), HOUR).unwrap();
+        assert_eq!(tokens.verify("sixteen-chars!!!").unwrap().role, Role::Admin);
+        assert!(!dir.path().join("admin.token").exists(), "a given token is not stored");
+    }
+
+    #[test]
+    fn a_stored_admin_token_shorter_than_sixteen_characters_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a crash could leave of a token file written in place: nothing, or a part.
+        for stored in ["", "0123456789abcde\n"] {
+            std::fs::write(dir.path().join("admin.token"), stored).unwrap();
+            let error = error_of(Tokens::load(dir.path(), None, HOUR));
+            assert!(error.contains("admin.token"), "{error}");
+            assert!(error.contains("remove the file"), "{error}");
+            assert_eq!(std::fs::read_to_string(dir.path().join("admin.token")).unwrap(), stored);
+        }
+        std::fs::write(dir.path().join("admin.token"), "0123456789abcdef\n").unwrap();
+        let tokens = Tokens::load(dir.path(), None, HOUR).unwrap();
+        assert_eq!(tokens.verify("0123456789abcdef").unwrap().role, Role::Admin);
+    }
+
+    #[test]
+    fn a_generated_admin_token_is_written_whole_through_a_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A crash of an earlier first start left a temporary file behind.
+        std::fs::write(dir.path().join("admin.token.tmp"), "partial").unwrap();
+        let tokens = Tokens::load(dir.path(), None, HOUR).unwrap();
+        let stored = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+        assert_eq!(stored.len(), 48, "{stored}");
+        assert_eq!(tokens.verify(&stored).unwrap().role, Role::Admin);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["admin.token", "token.key"], "no temporary file is left");
+        #[cfg(unix)]
+        for name in &names {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+        // The next start reads the same secrets back.
+        let again = Tokens::load(dir.path(), None, HOUR).unwrap();
+        assert_eq!(again.verify(&stored).unwrap().role, Role::Admin);
+        let (token, _) = tokens.issue(7, Role::Buyer);
+        assert_eq!(again.verify(&token).unwrap(), Caller { user_id: 7, role: Role::Buyer });
     }
 }

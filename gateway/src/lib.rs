@@ -11,6 +11,7 @@ pub mod checkout;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod journal_retention;
 pub mod json;
 pub mod keys;
 pub mod loadtest;

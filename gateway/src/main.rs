@@ -189,6 +189,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             shutdown_signal(),
         ));
 
+        // First, so that an admin token too short to start with is refused before any secret is
+        // written.
+        let tokens = Tokens::load(
+            &args.data_dir,
+            std::env::var("SURGE_ADMIN_TOKEN").ok(),
+            Duration::from_secs(24 * 3600),
+        )?;
         let webhook_secret = match std::env::var("SURGE_WEBHOOK_SECRET") {
             Ok(secret) if !secret.is_empty() => secret,
             _ => auth::load_or_create_hex_secret(&args.data_dir.join("webhook.secret"))?,
@@ -199,11 +206,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             webhook_secret,
             ..Config::default()
         };
-        let tokens = Tokens::load(
-            &args.data_dir,
-            std::env::var("SURGE_ADMIN_TOKEN").ok(),
-            Duration::from_secs(24 * 3600),
-        )?;
         let paths =
             Paths { database: args.data_dir.join("surge.db"), search_dir: args.data_dir.clone() };
         let data_dir = args.data_dir.clone();
@@ -213,7 +215,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tokens,
             paths,
             PipelineConfig::default(),
-            move |config| Pipeline::open_dir(&data_dir, config),
+            move |limits| Pipeline::restore_dir(&data_dir, limits),
         )
         .await?;
         if args.demo {

@@ -1,11 +1,13 @@
 //! Starting and stopping the services: the one wiring `surge serve` and the tests share.
 //!
 //! ```text
+//!  0. the journal, read only: engine restored to the journal's end E (a refusal changes no file)
 //!  1. the projection's watermark W (SQLite)
-//!  2. the pipeline: engine restored to the journal's end E; its follower restored to W
+//!  2. the pipeline: its follower restored to W; a torn tail cut; the threads started
 //!  3. the projector: outputs W+1.. into the rows; wait until the rows reach E
 //!  4. checkout keys of the last 24 h from the rows (so a retry after a crash finds its answer)
 //!  5. the search feeder; the payment driver; what the rows still show as due, driven again
+//!  6. journal retention: a pass now (in the background), then every 10 minutes
 //! ```
 //!
 //! Only after all of it may the caller mark the gateway ready: before step 4 a retried key could
@@ -18,8 +20,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use surge_engine::Sequence;
-use surge_pipeline::{DurableError, Pipeline, PipelineConfig, RestoreReport};
+use surge_engine::{Limits, Sequence};
+use surge_pipeline::{ArchiveReport, Archiver, DurableError, Pipeline, PipelineConfig, Restored};
 
 use crate::auth::{RateLimiter, Tokens};
 use crate::catalog::Registry;
@@ -48,27 +50,35 @@ pub struct Running {
     threads: Vec<JoinHandle<()>>,
     driver: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    /// Journal retention, when the pipeline has an archive (`Pipeline::open_dir`), and its task.
+    retention: Option<(Archiver, tokio::task::JoinHandle<()>)>,
 }
 
-/// Starts everything (see the module documentation). `open` starts the pipeline with the given
-/// configuration: on the data directory for `surge serve`, in memory for tests.
+/// Starts everything (see the module documentation). `restore` is the first half of the
+/// pipeline's start with the given limits (`Pipeline::restore_dir` for `surge serve`,
+/// `Pipeline::restore_storages` in memory for tests); it runs before the database is opened, so a
+/// journal it refuses leaves every file as it was.
 pub async fn start<F>(
     state: &Arc<AppState>,
     config: Config,
     tokens: Tokens,
     paths: Paths,
     pipeline_config: PipelineConfig,
-    open: F,
+    restore: F,
 ) -> anyhow::Result<Running>
 where
-    F: FnOnce(PipelineConfig) -> Result<(Pipeline, RestoreReport), DurableError> + Send + 'static,
+    F: FnOnce(Limits) -> Result<Restored, DurableError> + Send + 'static,
 {
+    let limits = pipeline_config.limits;
+    let restored =
+        tokio::task::spawn_blocking(move || restore(limits)).await?.map_err(anyhow::Error::from)?;
     let db = Db::open(&paths.database)?;
     let watermark = projector::watermark(&db).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let pipeline_config = PipelineConfig { follow_from: Some(watermark), ..pipeline_config };
-    let (mut pipeline, report) = tokio::task::spawn_blocking(move || open(pipeline_config))
-        .await?
-        .map_err(anyhow::Error::from)?;
+    let (mut pipeline, report) =
+        tokio::task::spawn_blocking(move || restored.start(pipeline_config))
+            .await?
+            .map_err(anyhow::Error::from)?;
     let end = Sequence(report.next_sequence - 1);
     tracing::info!(
         snapshot_sequence = report.snapshot_sequence,
@@ -114,6 +124,10 @@ where
     drop(redo);
     let driver = Driver::new(state, Arc::clone(&provider), db.clone()).spawn(work_queue);
     let sweeper = crate::retention::spawn_sweeper(db.clone());
+    let retention = pipeline.archiver().map(|archiver| {
+        let task = crate::journal_retention::spawn(db.clone(), archiver.clone());
+        (archiver, task)
+    });
     let services = Services {
         rate_limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
         sign_in_by_address: RateLimiter::per_minute(
@@ -147,6 +161,7 @@ where
         threads: vec![projector_thread, feeder],
         driver,
         sweeper,
+        retention,
     })
 }
 
@@ -181,11 +196,23 @@ async fn load_keys(db: &Db, keys: &Arc<CheckoutKeys>) -> Result<usize, crate::er
 }
 
 impl Running {
+    /// Runs a pass of journal retention now, beside the periodic ones; `None` when the pipeline has
+    /// no archive (an in-memory journal).
+    pub async fn archive_now(&self) -> Option<anyhow::Result<ArchiveReport>> {
+        let (archiver, _) = self.retention.as_ref()?;
+        Some(crate::journal_retention::pass(&self.services.db, archiver).await)
+    }
+
     /// Stops accepting work, lets the pipeline finish what is queued (a final snapshot), waits for
     /// the projector to write the last outputs and the feeder to commit. Blocks: call it where a
     /// thread may block (`spawn_blocking`).
     pub fn stop(mut self) {
         self.sweeper.abort();
+        // A pass already on the blocking pool finishes beside the shutdown, which is safe: it
+        // never moves the segment the writer appends to.
+        if let Some((_, task)) = self.retention.take() {
+            task.abort();
+        }
         if let Some(pipeline) = self.pipeline.take() {
             pipeline.shutdown();
         }

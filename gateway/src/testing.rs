@@ -9,7 +9,7 @@ use axum::Router;
 use serde_json::Value;
 use surge_engine::Limits;
 use surge_journal::MemStorage;
-use surge_pipeline::{Pipeline, PipelineConfig, SystemClock};
+use surge_pipeline::{DurableError, Pipeline, PipelineConfig, Restored, SystemClock};
 use tower::ServiceExt as _;
 
 use crate::auth::Tokens;
@@ -29,8 +29,16 @@ pub struct TestApp {
     pub router: Router,
     pub state: Arc<AppState>,
     pub running: Option<Running>,
-    /// The journal, shared with the pipeline, so a test can restart on it.
+    /// The journal, shared with the pipeline, so a test can restart on it; empty and unused by an
+    /// app whose journal is on disk ([`TestApp::start_on_disk`]).
     pub journal: MemStorage,
+    pub dir: tempfile::TempDir,
+}
+
+/// A gateway that did not start, and the directory it was to start in, for another try.
+#[derive(Debug)]
+pub struct NotStarted {
+    pub error: anyhow::Error,
     pub dir: tempfile::TempDir,
 }
 
@@ -44,7 +52,39 @@ impl TestApp {
     /// Starts a gateway on an existing directory and journal: a restart after [`TestApp::stop`]
     /// or a crash.
     pub async fn start_in(config: Config, dir: tempfile::TempDir, journal: MemStorage) -> TestApp {
-        let pipeline_config = PipelineConfig {
+        let pipeline_journal = journal.clone();
+        let restore = move |limits| {
+            Pipeline::restore_storages(
+                limits,
+                pipeline_journal,
+                MemStorage::new(),
+                SystemClock,
+                Arc::new(|error| panic!("journal failed in a test: {error}")),
+            )
+        };
+        TestApp::launch(config, dir, journal, TestApp::pipeline_config(), restore)
+            .await
+            .map_err(|not_started| not_started.error)
+            .expect("the gateway starts")
+    }
+
+    /// Starts a gateway whose journal, snapshots and archive are files in `dir`, opened as
+    /// `surge serve` opens them (`Pipeline::open_dir`, journal retention included), with
+    /// `pipeline_config`: for what lives on disk across restarts. A start that refuses hands the
+    /// directory back.
+    pub async fn start_on_disk(
+        config: Config,
+        dir: tempfile::TempDir,
+        pipeline_config: PipelineConfig,
+    ) -> Result<TestApp, NotStarted> {
+        let data_dir = dir.path().to_owned();
+        let restore = move |limits| Pipeline::restore_dir(&data_dir, limits);
+        TestApp::launch(config, dir, MemStorage::new(), pipeline_config, restore).await
+    }
+
+    /// The pipeline of a test app: small limits, a snapshot only at shutdown, a quick expiry tick.
+    pub fn pipeline_config() -> PipelineConfig {
+        PipelineConfig {
             limits: Limits {
                 orders_max: 1 << 14,
                 buyer_counters_max: 1 << 14,
@@ -53,7 +93,19 @@ impl TestApp {
             snapshot_every: 0,
             tick_interval: Duration::from_millis(10),
             ..PipelineConfig::default()
-        };
+        }
+    }
+
+    async fn launch<F>(
+        config: Config,
+        dir: tempfile::TempDir,
+        journal: MemStorage,
+        pipeline_config: PipelineConfig,
+        restore: F,
+    ) -> Result<TestApp, NotStarted>
+    where
+        F: FnOnce(Limits) -> Result<Restored, DurableError> + Send + 'static,
+    {
         let tokens =
             Tokens::load(dir.path(), Some(ADMIN_TOKEN.to_owned()), Duration::from_secs(3600))
                 .expect("tokens");
@@ -61,21 +113,15 @@ impl TestApp {
         let paths =
             Paths { database: dir.path().join("surge.db"), search_dir: dir.path().to_owned() };
         let state = Arc::new(AppState::default());
-        let pipeline_journal = journal.clone();
         let running =
-            crate::startup::start(&state, config, tokens, paths, pipeline_config, move |config| {
-                Pipeline::start(
-                    config,
-                    pipeline_journal,
-                    MemStorage::new(),
-                    SystemClock,
-                    Arc::new(|error| panic!("journal failed in a test: {error}")),
-                )
-            })
-            .await
-            .expect("the gateway starts");
+            match crate::startup::start(&state, config, tokens, paths, pipeline_config, restore)
+                .await
+            {
+                Ok(running) => running,
+                Err(error) => return Err(NotStarted { error, dir }),
+            };
         state.set_ready(Arc::clone(&running.services));
-        TestApp { router: app(Arc::clone(&state)), state, running: Some(running), journal, dir }
+        Ok(TestApp { router: app(Arc::clone(&state)), state, running: Some(running), journal, dir })
     }
 
     /// Stops the gateway cleanly and hands back its directory and journal for a restart.

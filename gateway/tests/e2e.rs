@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use surge_catalog_svc::demo::DEMO_PRODUCTS;
 use surge_gateway::loadtest::{Answer, HttpClient};
 
-const ADMIN_TOKEN: &str = "e2e-admin-token";
+const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 const RESERVATION_TTL: &str = "2s";
 /// Deadlines: generous, since a loaded CI machine is slow, and they only cost time on failure.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -84,6 +84,28 @@ impl Server {
     fn kill(&mut self) {
         self.child.kill().expect("kill surge");
         self.child.wait().expect("reap surge");
+    }
+
+    /// SIGTERM, the operator's stop: queued commands finish and a final snapshot is written.
+    /// Waits for the exit, which must be clean.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}: {sent}");
+        let status = self.wait_for_exit();
+        assert!(status.success(), "surge stopped with {status}; log:\n{}", self.log_text());
+    }
+
+    /// Waits until the process has exited, at most [`START_TIMEOUT`].
+    fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("child status") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "surge did not exit; log:\n{}", self.log_text());
+            std::thread::sleep(POLL_INTERVAL);
+        }
     }
 
     fn log_text(&self) -> String {
@@ -660,4 +682,126 @@ async fn the_demo_catalog_is_loaded_once_indexed_and_rebuilt() {
     assert_eq!(again["total"].as_u64(), Some(total), "the demo loads once; the index survives");
     let again = server.expect(StatusCode::OK, Method::GET, "/v1/search", None, None).await;
     assert_eq!(again["total"].as_u64(), Some(in_stock));
+}
+
+/// Every file under `dir` with its bytes, by path relative to `dir`.
+fn files_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).expect("read a directory") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("read a file");
+                files.insert(path.strip_prefix(dir).expect("under dir").to_owned(), bytes);
+            }
+        }
+    }
+    files
+}
+
+/// The journal lost its last record (a disk that dropped it, or a journal restored from a backup
+/// older than the snapshots) while the newest snapshot covers it: the start refuses with both
+/// sequences and the ways out, exits non-zero without a panic, and changes no file of the data
+/// directory, the torn record included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_refuses_a_journal_that_ends_before_the_newest_snapshot() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir = dir.path().join("data");
+    let server = Server::start(&data_dir).await;
+    let shop = open_shop(&server, 5).await;
+    let buyer = sign_up(&server, "ann@example.com", "buyer").await;
+    let placed = server.checkout(&buyer, "before-the-loss", &buy_now(&shop.sku, 1, "tok_ok")).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.json());
+    server.stop();
+
+    let snapshots: Vec<String> = std::fs::read_dir(data_dir.join("snapshots"))
+        .expect("snapshots directory")
+        .map(|entry| entry.expect("entry").file_name().into_string().expect("UTF-8"))
+        .filter(|name| name.ends_with(".snap"))
+        .collect();
+    let newest: u64 =
+        snapshots.iter().max().expect("a snapshot at shutdown")[..20].parse().unwrap();
+    let replay = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .args(["journal", "replay", "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .expect("run surge journal replay");
+    let replayed: Value = serde_json::from_slice(&replay.stdout).expect("replay prints JSON");
+    assert_eq!(replayed["sequence"], newest, "the shutdown snapshot covers the whole journal");
+
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data_dir.join("journal"))
+        .expect("journal directory")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "seg"))
+        .collect();
+    segments.sort();
+    let last = segments.pop().expect("a segment");
+    let length = std::fs::metadata(&last).expect("segment metadata").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .expect("open the last segment")
+        .set_len(length - 5)
+        .expect("cut the last record");
+    let before = files_under(&data_dir);
+
+    let mut refused = Server::spawn(&data_dir, &[]);
+    let status = refused.wait_for_exit();
+    let log = refused.log_text();
+    assert_eq!(status.code(), Some(1), "a refusal, not a crash or an abort: {status}; log:\n{log}");
+    assert!(!log.contains("panicked"), "no panic: {log}");
+    let journal_last = newest - 1;
+    for needle in [
+        format!("through sequence {newest}"),
+        format!("the journal ends at sequence {journal_last}"),
+        "Nothing was changed".to_owned(),
+        "archive/".to_owned(),
+        "snapshots/".to_owned(),
+    ] {
+        assert!(log.contains(&needle), "the message names {needle:?}: {log}");
+    }
+    // Not a file of the data directory changed, appeared or went: the journal's torn record, the
+    // snapshots, and the database, which the start did not open before refusing.
+    let after = files_under(&data_dir);
+    let names = |files: &std::collections::BTreeMap<PathBuf, Vec<u8>>| {
+        files.keys().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(names(&after), names(&before), "no file was created or removed");
+    for (path, bytes) in &before {
+        assert!(after.get(path) == Some(bytes), "{} changed", path.display());
+    }
+    assert_eq!(std::fs::metadata(&last).expect("segment").len(), length - 5, "nothing was cut");
+}
+
+/// An admin token an attacker could guess is refused at start, with the rule, before the server
+/// writes anything into its data directory but the directory itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_refuses_an_admin_token_shorter_than_sixteen_characters() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir = dir.path().join("data");
+    let log_path = dir.path().join("serve.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("SURGE_ADMIN_TOKEN", "short-secret")
+        .stdout(Stdio::null())
+        .stderr(File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("start surge serve");
+    // Killed when dropped, should it start serving after all.
+    let http = HttpClient::new("http://127.0.0.1:1", 1).expect("client");
+    let mut server = Server { child, http, log: log_path };
+    let status = server.wait_for_exit();
+    let log = server.log_text();
+    assert_eq!(status.code(), Some(1), "{status}; log:\n{log}");
+    assert!(log.contains("SURGE_ADMIN_TOKEN is 12 characters long"), "{log}");
+    assert!(log.contains("at least 16"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let written: Vec<_> = std::fs::read_dir(&data_dir).expect("data directory").collect();
+    assert!(written.is_empty(), "nothing written: {written:?}");
 }

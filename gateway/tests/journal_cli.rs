@@ -167,3 +167,87 @@ fn damage_before_the_end_is_named_and_refused() {
     assert!(Pipeline::open_dir(dir.path(), config).is_err(), "a start refuses damaged journals");
     assert_eq!(std::fs::read(&first).unwrap(), bytes, "nothing was overwritten");
 }
+
+#[test]
+fn commands_with_attachments_verify_and_print_like_any_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PipelineConfig { limits: Limits::TEST, ..PipelineConfig::default() };
+    let (pipeline, _) = Pipeline::open_dir(dir.path(), config).unwrap();
+    let handle = pipeline.handle();
+    let stock = Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(2), on_hand: 5 };
+    handle.submit(stock).unwrap().wait().unwrap();
+    // A checkout's reservation carries its order record: a journal record of kind 1.
+    let reserve = Command::Reserve {
+        buyer: BuyerId(9),
+        expiry: Expiry::After { ttl_ns: 60_000_000_000 },
+        cart: None,
+        lines: LineRequests::from_slice(&[LineRequest { sku: SkuId(1), quantity: 2 }]).unwrap(),
+        warehouses: WarehouseChoices::from_slice(&[WarehouseId(2)]).unwrap(),
+    };
+    handle.try_submit_with(reserve, b"the order record".to_vec()).unwrap().wait().unwrap();
+    pipeline.shutdown();
+    let data_dir = dir.path().to_str().unwrap();
+
+    let (code, out, _) = surge(&["journal", "verify", "--data-dir", data_dir]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json(&out)["records"], 2);
+    let (code, out, err) = surge(&["journal", "inspect", "--data-dir", data_dir, "--from", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let line = json(&out);
+    assert_eq!(
+        (line["seq"].as_u64(), line["command"]["type"].as_str()),
+        (Some(2), Some("reserve"))
+    );
+    assert_eq!(line["command"]["buyer"], 9);
+}
+
+#[test]
+fn the_tools_read_archived_segments_as_part_of_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = write_journal(dir.path(), 20);
+    let data_dir = dir.path().to_str().unwrap();
+    let (_, out, _) = surge(&["journal", "replay", "--data-dir", data_dir, "--to", "3"]);
+    let early = json(&out);
+    let (code, out, _) = surge(&["journal", "verify", "--data-dir", data_dir]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json(&out)["archived_segments"], 0);
+    assert!(!dir.path().join("archive").exists(), "the tools create nothing");
+
+    // Retention's move of the two oldest segments.
+    let journal = surge_journal::FsStorage::open(&dir.path().join("journal")).unwrap();
+    let archive = surge_journal::FsStorage::open(&dir.path().join("archive")).unwrap();
+    let through = first_seq_of(&segments(dir.path())[2]) - 1;
+    let moved = surge_journal::archive_segments_through(&journal, &archive, through).unwrap();
+    assert_eq!(moved.len(), 2);
+
+    let (code, out, _) = surge(&["journal", "verify", "--data-dir", data_dir]);
+    assert_eq!(code, 0, "{out}");
+    let report = json(&out);
+    assert_eq!(report["records"], records, "archived records are checked too: {report}");
+    assert_eq!(
+        (report["archived_segments"].as_u64(), report["first_sequence"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let (code, out, _) =
+        surge(&["journal", "inspect", "--data-dir", data_dir, "--from", "2", "--limit", "1"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["seq"], 2, "inspect reaches into the archive");
+    let (code, out, err) = surge(&["journal", "replay", "--data-dir", data_dir, "--to", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["digest"], early["digest"], "replay reaches into the archive");
+
+    // A segment missing inside the archive is a gap, named like any damage.
+    let missing = &moved[1];
+    std::fs::remove_file(dir.path().join("archive").join(missing)).unwrap();
+    let (code, out, _) = surge(&["journal", "verify", "--data-dir", data_dir]);
+    assert_eq!(code, 2, "{out}");
+    let error = json(&out)["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains(&segments(dir.path())[0].file_name().unwrap().to_string_lossy().to_string()),
+        "{error}"
+    );
+}
+
+fn first_seq_of(segment: &Path) -> u64 {
+    segment.file_name().unwrap().to_str().unwrap()[..20].parse().unwrap()
+}

@@ -7,9 +7,11 @@
 //! ```text
 //!   engine thread                         startup
 //!   ─────────────                         ───────
-//!   append(seq, at, kind, payload) ×N     load_newest_snapshot(snapshots)  → state as of seq S
-//!   commit()  → one write, one fsync      recover(journal)                 → cut a torn tail
+//!   append(seq, at, kind, payload) ×N     scan(journal)                    → records, torn tail
+//!   commit()  → one write, one fsync      load_newest_snapshot(snapshots)  → state as of seq S
 //!                                         read_from(journal, S + 1, apply) → replay
+//!                                         (the caller decides: start, or refuse)
+//!                                         repair(journal, &recovery)       → cut a torn tail
 //!                                         JournalWriter::open(journal, .., &recovery)
 //!
 //!   follower thread, beside the writer
@@ -29,7 +31,8 @@
 //!   through the seq it is told is committed; anything missing or bad up to there is an error,
 //!   never the end, and nothing after it is looked at.
 //! - [`snapshot`]: atomic snapshot files and loading the newest valid one.
-//! - [`archive`]: moving segments that a snapshot covers out of the journal.
+//! - [`archive`]: moving segments no reader needs out of the journal into an archive directory,
+//!   and [`WithArchive`], the two read as one journal by the operator's tools.
 //!
 //! Invariants, as absences: a record's bytes are never rewritten once synced; a failed sync is
 //! never retried; recovery never cuts anything but the tail of the last segment; a snapshot is
@@ -47,15 +50,15 @@ pub mod storage;
 pub mod tail;
 pub mod writer;
 
-pub use archive::archive_segments_before;
+pub use archive::{archive_segments_through, WithArchive};
 pub use error::JournalError;
 pub use mem_storage::{MemFile, MemStorage};
 pub use record::RECORD_PAYLOAD_MAX;
-pub use recover::{read_from, recover, scan, RecordRef, Recovery, SegmentInfo, TornTail};
+pub use recover::{read_from, recover, repair, scan, RecordRef, Recovery, SegmentInfo, TornTail};
 pub use rng::SplitMix64;
 pub use snapshot::{
-    list_snapshots, load_newest_snapshot, load_newest_snapshot_at_most, write_snapshot,
-    LoadedSnapshot, SnapshotInfo,
+    list_snapshots, load_newest_snapshot, load_newest_snapshot_at_most, newest_valid_snapshots,
+    snapshot_seqs, write_snapshot, LoadedSnapshot, SnapshotInfo,
 };
 pub use storage::{FsFile, FsStorage, Storage, StorageFile};
 pub use tail::JournalTail;

@@ -332,6 +332,33 @@ impl Storage for MemStorage {
         dir.collect_garbage();
         Ok(())
     }
+
+    /// The two directories are separate in memory, so the move is modelled as a copy that is
+    /// durable in `to` at once, followed by a remove from this directory that, like any remove,
+    /// is durable only after `sync_dir`. A crash therefore leaves the file in `to`, and maybe
+    /// also still here, never in neither; a real `rename` leaves it in exactly one of them, so
+    /// whoever reads both must accept the extra copy, which is the safe side to err on.
+    fn move_into(&self, name: &str, to: &MemStorage) -> io::Result<()> {
+        if Arc::ptr_eq(&self.dir, &to.dir) {
+            return self.dir().inode_of(name).map(|_| ());
+        }
+        let (synced, unsynced) = {
+            let dir = self.dir();
+            let inode = &dir.inodes[&dir.inode_of(name)?];
+            (inode.synced.clone(), inode.unsynced.clone())
+        };
+        {
+            let mut target = to.dir();
+            let id = target.inode_id_next;
+            target.inode_id_next += 1;
+            target.inodes.insert(id, Inode { synced, unsynced });
+            target.names.insert(name.to_owned(), id);
+            target.names_durable.insert(name.to_owned(), id);
+            target.collect_garbage();
+        }
+        self.dir().record(DirOperation::Remove { name: name.to_owned() });
+        Ok(())
+    }
 }
 
 /// A file of a [`MemStorage`], opened for appending.

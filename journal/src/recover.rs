@@ -118,15 +118,29 @@ pub fn scan<S: Storage>(storage: &S) -> Result<Recovery, JournalError> {
 }
 
 /// Scans the journal and cuts a torn tail, logging what was cut, then syncs the last segment and
-/// the directory so that every record it reports is durable. Run once at startup, before
-/// [`JournalWriter::open`](crate::JournalWriter::open).
+/// the directory so that every record it reports is durable: [`scan`] then [`repair`].
 ///
 /// The returned `torn_tail` describes what was cut; `segments` describe the journal as it is now.
+/// A caller that may still refuse to start on what it finds (a snapshot or a consumer ahead of
+/// the journal's end) should [`scan`], decide, and only then [`repair`], so that a refused start
+/// leaves the journal as it found it.
 ///
 /// # Errors
 /// As [`scan`], and [`JournalError::Io`] when the cut fails.
 pub fn recover<S: Storage>(storage: &S) -> Result<Recovery, JournalError> {
     let recovery = scan(storage)?;
+    repair(storage, &recovery)?;
+    Ok(recovery)
+}
+
+/// Makes the journal what `recovery`, a [`scan`] of it, describes: cuts the torn tail the scan
+/// found (logging it), then syncs the last segment and the directory. Run once at startup, after
+/// the caller has decided to start on this journal and before
+/// [`JournalWriter::open`](crate::JournalWriter::open), which then accepts `recovery`.
+///
+/// # Errors
+/// [`JournalError::Io`] when the cut or a sync fails.
+pub fn repair<S: Storage>(storage: &S, recovery: &Recovery) -> Result<(), JournalError> {
     if let Some(torn) = &recovery.torn_tail {
         tracing::warn!(
             segment = %torn.segment,
@@ -151,7 +165,7 @@ pub fn recover<S: Storage>(storage: &S) -> Result<Recovery, JournalError> {
         storage.open_append(&last.name)?.sync()?;
     }
     storage.sync_dir()?;
-    Ok(recovery)
+    Ok(())
 }
 
 /// Streams the records with `seq >= from` to `f`, in order, until `f` breaks or the journal ends.

@@ -130,6 +130,38 @@ pub fn load_newest_snapshot_at_most<S: Storage>(
     Ok(None)
 }
 
+/// The seqs of the newest `count` snapshots whose seq is at most `seq_max` and that verify, newest
+/// first (fewer when there are fewer). Reads snapshots from the newest down only until it has
+/// `count`: for deciding what the journal must keep, without reading every old snapshot.
+///
+/// # Errors
+/// [`JournalError::Io`] only: an invalid snapshot is skipped, as loading skips it.
+pub fn newest_valid_snapshots<S: Storage>(
+    storage: &S,
+    seq_max: u64,
+    count: usize,
+) -> Result<Vec<u64>, JournalError> {
+    let mut valid = Vec::with_capacity(count);
+    for (seq, name) in snapshot_names(storage)?.into_iter().rev().filter(|(seq, _)| *seq <= seq_max)
+    {
+        if valid.len() == count {
+            break;
+        }
+        if decode(&storage.read(&name)?, seq).is_ok() {
+            valid.push(seq);
+        }
+    }
+    Ok(valid)
+}
+
+/// The seqs named by the snapshot files, oldest first, without reading or checking them.
+///
+/// # Errors
+/// [`JournalError::Io`] when the directory cannot be listed.
+pub fn snapshot_seqs<S: Storage>(storage: &S) -> Result<Vec<u64>, JournalError> {
+    Ok(snapshot_names(storage)?.into_iter().map(|(seq, _)| seq).collect())
+}
+
 /// Every snapshot file, oldest first, each checked.
 ///
 /// # Errors
@@ -237,6 +269,20 @@ mod tests {
             damaged.set_bytes(&name, bytes);
             assert_eq!(load_newest_snapshot(&damaged).unwrap(), None, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn the_newest_valid_snapshots_skip_invalid_ones_and_stop_early() {
+        let storage = MemStorage::new();
+        for seq in [2, 4, 6, 8] {
+            write_snapshot(&storage, seq, seq, b"payload").unwrap();
+        }
+        storage.flip_bit(&snapshot_name(6), 20, 1);
+        assert_eq!(snapshot_seqs(&storage).unwrap(), [2, 4, 6, 8]);
+        assert_eq!(newest_valid_snapshots(&storage, u64::MAX, 2).unwrap(), [8, 4]);
+        assert_eq!(newest_valid_snapshots(&storage, 7, 2).unwrap(), [4, 2]);
+        assert_eq!(newest_valid_snapshots(&storage, 3, 2).unwrap(), [2]);
+        assert_eq!(newest_valid_snapshots(&storage, 1, 2).unwrap(), Vec::<u64>::new());
     }
 
     #[test]

@@ -82,6 +82,16 @@ pub trait Storage: Send + Sync + 'static {
     /// # Errors
     /// When the directory cannot be synced.
     fn sync_dir(&self) -> io::Result<()>;
+
+    /// Moves the file `name` into the directory `to`, under the same name and replacing a file of
+    /// that name there, in one atomic step (a `rename`): whenever the machine stops, the file is in
+    /// one directory or the other, never in neither, and its bytes are untouched. The move is
+    /// durable once both directories are synced, `to` first.
+    ///
+    /// # Errors
+    /// When the file does not exist or the move fails; for [`FsStorage`], also when the two
+    /// directories are on different file systems, which a `rename` cannot cross (`EXDEV`).
+    fn move_into(&self, name: &str, to: &Self) -> io::Result<()>;
 }
 
 /// A file opened for appending.
@@ -248,6 +258,14 @@ impl Storage for FsStorage {
         // On Linux a directory opened read-only can be fsynced, which persists its entries.
         File::open(&self.dir)?.sync_all()
     }
+
+    fn move_into(&self, name: &str, to: &FsStorage) -> io::Result<()> {
+        let result = fs::rename(self.path(name), to.path(name));
+        // As for `rename`: either name may now mean another file.
+        self.forget_file_to_read();
+        to.forget_file_to_read();
+        result
+    }
 }
 
 /// A file of an [`FsStorage`], opened for appending.
@@ -320,5 +338,23 @@ mod tests {
         storage.create("b").unwrap().append(b"other").unwrap();
         storage.rename("b", "a").unwrap();
         assert_eq!(read_at(&reader, "a", 0, 8).unwrap(), b"other");
+    }
+
+    #[test]
+    fn move_into_moves_a_file_between_directories_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = FsStorage::open(&dir.path().join("journal")).unwrap();
+        let archive = FsStorage::open(&dir.path().join("archive")).unwrap();
+        journal.create("a").unwrap().append(b"bytes").unwrap();
+        archive.create("a").unwrap().append(b"an older copy").unwrap();
+        assert_eq!(read_at(&journal, "a", 0, 8).unwrap(), b"bytes");
+
+        journal.move_into("a", &archive).unwrap();
+        archive.sync_dir().unwrap();
+        journal.sync_dir().unwrap();
+        assert_eq!(journal.list().unwrap(), Vec::<String>::new());
+        assert_eq!(archive.read("a").unwrap(), b"bytes", "replaces the file of that name");
+        assert_eq!(read_at(&journal, "a", 0, 8).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(journal.move_into("a", &archive).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 }

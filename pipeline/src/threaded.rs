@@ -47,7 +47,9 @@ use surge_engine::{
 use surge_journal::{FsStorage, JournalConfig, JournalTail, Storage};
 use tokio::sync::oneshot;
 
-use crate::durable::{decode_payload, restore, DurableError, RestoreReport, Sequencer};
+use crate::durable::{
+    archive_covered, decode_payload, restore, ArchiveReport, DurableError, RestoreReport, Sequencer,
+};
 
 /// Tunables of the pipeline, with defaults for a production node.
 #[derive(Clone, Debug)]
@@ -544,6 +546,54 @@ pub struct Pipeline {
     handle: Handle,
     threads: Vec<JoinHandle<()>>,
     outputs: Option<Outputs>,
+    archiver: Option<Archiver>,
+}
+
+/// One pass of retention over given storages: the consumer's stored sequence and the follower's.
+type ArchivePass =
+    dyn Fn(Option<Sequence>, Sequence) -> Result<ArchiveReport, DurableError> + Send + Sync;
+
+/// Journal retention for a running pipeline: moves the journal segments that no reader needs any
+/// more into the archive directory ([`archive_covered`]). Cheap to clone; passes run one at a
+/// time, and each blocks (renames and directory syncs), so call it where a thread may block.
+#[derive(Clone)]
+pub struct Archiver {
+    pass: Arc<ArchivePass>,
+    running: Arc<std::sync::Mutex<()>>,
+    shared: Arc<Shared>,
+    /// Whether the pipeline hands outputs to a consumer, whose stored sequence then bounds what
+    /// may go.
+    consumer: bool,
+}
+
+impl std::fmt::Debug for Archiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archiver").field("consumer", &self.consumer).finish_non_exhaustive()
+    }
+}
+
+impl Archiver {
+    /// Runs one pass. `consumer_stored` is the sequence through which the consumer of the
+    /// follower's outputs has *durably* stored what it read (the order projection's watermark
+    /// after a synced write): the follower of the next start is restored to it, so nothing it
+    /// needs may go. `None` only for a pipeline without a consumer.
+    ///
+    /// # Panics
+    /// When the pipeline has a consumer and `consumer_stored` is `None`: retention would then
+    /// ignore the consumer, a bug in the caller.
+    pub fn archive(
+        &self,
+        consumer_stored: Option<Sequence>,
+    ) -> Result<ArchiveReport, DurableError> {
+        assert!(
+            consumer_stored.is_some() || !self.consumer,
+            "the pipeline has a consumer: retention needs its stored sequence"
+        );
+        // A poisoned lock only means an earlier pass panicked; the next one starts afresh.
+        let _one_at_a_time = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let followed = Sequence(self.shared.followed_sequence.load(Ordering::Acquire));
+        (self.pass)(consumer_stored, followed)
+    }
 }
 
 /// What happens when the journal fails. The default stops the process: a failed fsync may have lost
@@ -555,21 +605,94 @@ fn stop_process(error: &DurableError) {
     std::process::abort();
 }
 
+/// A pipeline whose engine is restored but which has not started: the first half of a start,
+/// which only reads, so that a start it refuses changes no file. [`Restored::start`] is the second.
+pub struct Restored {
+    report: RestoreReport,
+    limits: Limits,
+    start: Box<StartSecondHalf>,
+}
+
+/// The second half of a start, over the storages the first half read.
+type StartSecondHalf =
+    dyn FnOnce(PipelineConfig) -> Result<(Pipeline, RestoreReport), DurableError> + Send;
+
+impl std::fmt::Debug for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restored").field("report", &self.report).finish_non_exhaustive()
+    }
+}
+
+impl Restored {
+    /// What the restore found: the snapshot, the records replayed, a torn tail (not cut yet).
+    pub fn report(&self) -> &RestoreReport {
+        &self.report
+    }
+
+    /// The second half of a start: restores the follower to `config.follow_from` (refusing a
+    /// consumer ahead of the journal, or one whose records the journal no longer holds), and only
+    /// then cuts a torn tail, opens the journal for appending and starts the threads.
+    ///
+    /// # Panics
+    /// When `config.limits` are not the limits the engine was restored with.
+    pub fn start(self, config: PipelineConfig) -> Result<(Pipeline, RestoreReport), DurableError> {
+        assert_eq!(
+            config.limits, self.limits,
+            "a pipeline starts with the limits it restored with"
+        );
+        (self.start)(config)
+    }
+}
+
+/// Everything the second half of a start needs from the first.
+struct Parts<J, S, C> {
+    journal: J,
+    snapshots: S,
+    clock: C,
+    on_journal_failure: JournalFailureHook,
+    archive_pass: Option<Arc<ArchivePass>>,
+    recovery: surge_journal::Recovery,
+    engine: Engine,
+    report: RestoreReport,
+}
+
 impl Pipeline {
-    /// Restores state from `data_dir` (`journal/` and `snapshots/` below it) and starts the threads.
+    /// Restores state from `data_dir` (`journal/` and `snapshots/` below it) and starts the threads,
+    /// with retention into `archive/` beside the journal ([`Pipeline::archiver`]):
+    /// [`Pipeline::restore_dir`], then [`Restored::start`].
     pub fn open_dir(
         data_dir: &std::path::Path,
         config: PipelineConfig,
     ) -> Result<(Pipeline, RestoreReport), DurableError> {
-        let journal = FsStorage::open(&data_dir.join("journal"))
-            .map_err(surge_journal::JournalError::from)?;
-        let snapshots = FsStorage::open(&data_dir.join("snapshots"))
-            .map_err(surge_journal::JournalError::from)?;
-        Self::start(config, journal, snapshots, SystemClock, Arc::new(stop_process))
+        Self::restore_dir(data_dir, config.limits)?.start(config)
+    }
+
+    /// The first half of [`Pipeline::open_dir`]: scans the journal and restores the engine from the
+    /// newest valid snapshot and the records after it, changing nothing (not even a torn tail);
+    /// refuses damage and a journal that ends before the newest snapshot.
+    pub fn restore_dir(
+        data_dir: &std::path::Path,
+        limits: Limits,
+    ) -> Result<Restored, DurableError> {
+        let open =
+            |dir: &std::path::Path| FsStorage::open(dir).map_err(surge_journal::JournalError::from);
+        let journal = open(&data_dir.join("journal"))?;
+        let snapshots = open(&data_dir.join("snapshots"))?;
+        // Opened by each pass rather than here, so that a start that refuses creates nothing.
+        let archive_dir = data_dir.join("archive");
+        let (pass_journal, pass_snapshots) = (journal.clone(), snapshots.clone());
+        let pass: Arc<ArchivePass> = Arc::new(move |consumer, followed| {
+            let archive = open(&archive_dir)?;
+            archive_covered(&pass_journal, &archive, &pass_snapshots, consumer, followed)
+        });
+        let hook: JournalFailureHook = Arc::new(stop_process);
+        Self::restore_parts(limits, journal, snapshots, SystemClock, hook, Some(pass))
     }
 
     /// Restores state from the given storages and starts the threads. `journal` is cloned for the
-    /// follower's reader: both clones must name the same files.
+    /// follower's reader: both clones must name the same files. Without retention
+    /// ([`Pipeline::archiver`] is `None`). [`Pipeline::restore_storages`], then
+    /// [`Restored::start`].
     pub fn start<J: Storage + Clone, S: Storage, C: Clock>(
         config: PipelineConfig,
         journal: J,
@@ -577,7 +700,80 @@ impl Pipeline {
         clock: C,
         on_journal_failure: JournalFailureHook,
     ) -> Result<(Pipeline, RestoreReport), DurableError> {
-        let recovery = surge_journal::recover(&journal)?;
+        Self::restore_storages(config.limits, journal, snapshots, clock, on_journal_failure)?
+            .start(config)
+    }
+
+    /// The first half of [`Pipeline::start`], which only reads (see [`Pipeline::restore_dir`]).
+    pub fn restore_storages<J: Storage + Clone, S: Storage, C: Clock>(
+        limits: Limits,
+        journal: J,
+        snapshots: S,
+        clock: C,
+        on_journal_failure: JournalFailureHook,
+    ) -> Result<Restored, DurableError> {
+        Self::restore_parts(limits, journal, snapshots, clock, on_journal_failure, None)
+    }
+
+    /// [`Pipeline::start`] with journal retention: [`Pipeline::archiver`] moves the segments no
+    /// reader needs from `journal` into `archive`, a directory on the same file system.
+    pub fn start_archiving<J: Storage + Clone, S: Storage + Clone, C: Clock>(
+        config: PipelineConfig,
+        journal: J,
+        snapshots: S,
+        archive: J,
+        clock: C,
+        on_journal_failure: JournalFailureHook,
+    ) -> Result<(Pipeline, RestoreReport), DurableError> {
+        let (pass_journal, pass_snapshots) = (journal.clone(), snapshots.clone());
+        let pass: Arc<ArchivePass> = Arc::new(move |consumer, followed| {
+            archive_covered(&pass_journal, &archive, &pass_snapshots, consumer, followed)
+        });
+        let limits = config.limits;
+        Self::restore_parts(limits, journal, snapshots, clock, on_journal_failure, Some(pass))?
+            .start(config)
+    }
+
+    fn restore_parts<J: Storage + Clone, S: Storage, C: Clock>(
+        limits: Limits,
+        journal: J,
+        snapshots: S,
+        clock: C,
+        on_journal_failure: JournalFailureHook,
+        archive_pass: Option<Arc<ArchivePass>>,
+    ) -> Result<Restored, DurableError> {
+        // Decide first, then repair: everything that may refuse the start reads only, so a refused
+        // start leaves the journal as it found it (a torn tail included, which may be the evidence
+        // an operator needs), and only in the second half is the torn tail cut.
+        let recovery = surge_journal::scan(&journal)?;
+        let (engine, report) = restore(limits, &journal, &snapshots, &recovery, None)?;
+        let parts = Parts {
+            journal,
+            snapshots,
+            clock,
+            on_journal_failure,
+            archive_pass,
+            recovery,
+            engine,
+            report: report.clone(),
+        };
+        Ok(Restored { report, limits, start: Box::new(move |config| Self::launch(config, parts)) })
+    }
+
+    fn launch<J: Storage + Clone, S: Storage, C: Clock>(
+        config: PipelineConfig,
+        parts: Parts<J, S, C>,
+    ) -> Result<(Pipeline, RestoreReport), DurableError> {
+        let Parts {
+            journal,
+            snapshots,
+            clock,
+            on_journal_failure,
+            archive_pass,
+            recovery,
+            engine,
+            report,
+        } = parts;
         let PipelineConfig {
             limits,
             queue_capacity,
@@ -589,7 +785,6 @@ impl Pipeline {
             follow_from,
             output_commands_max,
         } = config;
-        let (engine, report) = restore(limits, &journal, &snapshots, &recovery, None)?;
         // The follower starts where its consumer stands: restored separately when that is behind
         // the journal's end (a crash, or a consumer that lags), a copy otherwise.
         let follower_engine = match follow_from {
@@ -600,10 +795,21 @@ impl Pipeline {
                 })
             }
             Some(from) if from < engine.last_sequence() => {
-                restore(limits, &journal, &snapshots, &recovery, Some(from))?.0
+                match restore(limits, &journal, &snapshots, &recovery, Some(from)) {
+                    Ok((follower, _)) => follower,
+                    Err(DurableError::Gap { snapshot, first }) => {
+                        return Err(DurableError::ConsumerBehind {
+                            consumer: from.0,
+                            snapshot,
+                            first,
+                        })
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             _ => engine.clone(),
         };
+        surge_journal::repair(&journal, &recovery)?;
         let sequencer = Sequencer::open(journal.clone(), journal_config, &recovery, &engine)?;
         let tail = JournalTail::open(journal, follower_engine.last_sequence().0 + 1)?;
         if let Some(torn) = &report.torn_tail {
@@ -678,13 +884,29 @@ impl Pipeline {
         };
         threads.push(spawn("surge-follower", move || follower.run()));
 
-        let pipeline =
-            Pipeline { handle: Handle { queue, queries, shared }, threads, outputs: consumer };
+        let archiver = archive_pass.map(|pass| Archiver {
+            pass,
+            running: Arc::default(),
+            shared: Arc::clone(&shared),
+            consumer: follow_from.is_some(),
+        });
+        let pipeline = Pipeline {
+            handle: Handle { queue, queries, shared },
+            threads,
+            outputs: consumer,
+            archiver,
+        };
         Ok((pipeline, report))
     }
 
     pub fn handle(&self) -> Handle {
         self.handle.clone()
+    }
+
+    /// Journal retention, when the pipeline was started with an archive ([`Pipeline::open_dir`],
+    /// [`Pipeline::start_archiving`]).
+    pub fn archiver(&self) -> Option<Archiver> {
+        self.archiver.clone()
     }
 
     /// The follower's outputs (with [`PipelineConfig::follow_from`]), taken once.

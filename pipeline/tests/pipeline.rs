@@ -435,3 +435,274 @@ fn a_group_is_applied_in_order_with_consecutive_sequences_and_moves_the_durable_
     assert!(handle.durable_sequence() > before);
     pipeline.shutdown();
 }
+
+/// Every file of a storage with its bytes.
+fn files(storage: &MemStorage) -> Vec<(String, Vec<u8>)> {
+    use surge_journal::Storage as _;
+    let names = storage.list().unwrap();
+    names.into_iter().map(|name| (name.clone(), storage.bytes(&name).unwrap())).collect()
+}
+
+#[test]
+fn a_start_refuses_a_journal_that_ends_before_the_newest_snapshot_and_changes_nothing() {
+    use surge_journal::Storage as _;
+    let (journal, snapshots) = (MemStorage::new(), MemStorage::new());
+    let start = |journal: &MemStorage, snapshots: &MemStorage| {
+        let config = PipelineConfig { follow_from: Some(Sequence(0)), ..config() };
+        Pipeline::start(
+            config,
+            journal.clone(),
+            snapshots.clone(),
+            SystemClock,
+            Arc::new(never_called),
+        )
+    };
+    {
+        let (mut pipeline, _) = start(&journal, &snapshots).unwrap();
+        let outputs = pipeline.take_outputs().unwrap();
+        let handle = pipeline.handle();
+        for on_hand in 1..=6 {
+            let stock = Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(0), on_hand };
+            handle.submit(stock).unwrap().wait().unwrap();
+        }
+        follow_until(&outputs, Sequence(6));
+        drop(outputs);
+        // Shutdown leaves a snapshot of sequence 6, the journal's last record.
+        pipeline.shutdown();
+    }
+    // The disk loses the last record, which the snapshot covers.
+    let last = journal.list().unwrap().pop().unwrap();
+    let mut bytes = journal.bytes(&last).unwrap();
+    bytes.truncate(bytes.len() - 5);
+    journal.set_bytes(&last, bytes);
+    let (journal_before, snapshots_before) = (files(&journal), files(&snapshots));
+
+    let error = start(&journal, &snapshots).unwrap_err();
+    assert!(
+        matches!(error, DurableError::SnapshotAhead { snapshot: 6, journal_last: 5, .. }),
+        "{error:?}"
+    );
+    assert_eq!(files(&journal), journal_before, "the torn record is not cut before refusing");
+    assert_eq!(files(&snapshots), snapshots_before);
+}
+
+#[test]
+fn a_consumer_behind_an_archived_journal_is_refused_with_what_to_move_back() {
+    use surge_journal::Storage as _;
+    let (journal, snapshots) = (MemStorage::new(), MemStorage::new());
+    let small_segments = PipelineConfig {
+        journal: surge_journal::JournalConfig { segment_bytes_max: 120 },
+        ..config()
+    };
+    {
+        let (pipeline, _) = Pipeline::start(
+            small_segments.clone(),
+            journal.clone(),
+            snapshots.clone(),
+            SystemClock,
+            Arc::new(never_called),
+        )
+        .unwrap();
+        let handle = pipeline.handle();
+        for on_hand in 1..=9 {
+            let stock = Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(0), on_hand };
+            handle.submit(stock).unwrap().wait().unwrap();
+        }
+        pipeline.shutdown();
+    }
+    // The first segment leaves, as if archived while the consumer was at 0.
+    let first = journal.list().unwrap().remove(0);
+    journal.remove(&first).unwrap();
+    let first_seq = surge_journal::scan(&journal).unwrap().segments[0].first_seq;
+    let config = PipelineConfig { follow_from: Some(Sequence(0)), ..small_segments };
+    let before = files(&journal);
+    let error =
+        Pipeline::start(config, journal.clone(), snapshots, SystemClock, Arc::new(never_called))
+            .unwrap_err();
+    assert!(
+        matches!(error, DurableError::ConsumerBehind { consumer: 0, snapshot: 0, first }
+            if first == first_seq),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("archive/"), "{error}");
+    assert_eq!(files(&journal), before);
+}
+
+/// Segment names of a directory, oldest first.
+fn segment_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+                .filter(|name| name.ends_with(".seg"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The first seq of a segment, from its name.
+fn first_seq(name: &str) -> u64 {
+    name[..20].parse().unwrap()
+}
+
+/// A data directory with 30 stock commands in segments of a few records each, a snapshot every
+/// 5 commands (the last at 30), and a consumer that has read everything; returns the pipeline
+/// still running.
+fn run_for_retention(dir: &std::path::Path) -> (Pipeline, PipelineConfig) {
+    let config = PipelineConfig {
+        snapshot_every: 5,
+        follow_from: Some(Sequence(0)),
+        journal: surge_journal::JournalConfig { segment_bytes_max: 150 },
+        ..config()
+    };
+    let (mut pipeline, _) = Pipeline::open_dir(dir, config.clone()).unwrap();
+    let outputs = pipeline.take_outputs().unwrap();
+    let handle = pipeline.handle();
+    for index in 1..=30 {
+        let stock =
+            Command::SetStock { sku: SkuId(index % 7), warehouse: WarehouseId(0), on_hand: index };
+        handle.submit(stock).unwrap().wait().unwrap();
+    }
+    follow_until(&outputs, Sequence(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handle.stats().snapshot_sequence < 30 {
+        assert!(Instant::now() < deadline, "no snapshot at 30: {:?}", handle.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(outputs);
+    (pipeline, config)
+}
+
+/// The digest of the engine a start would restore from `dir`, with the journal alone.
+fn restored_digest(dir: &std::path::Path, limits: Limits) -> (u64, Sequence) {
+    let journal = surge_journal::FsStorage::open(&dir.join("journal")).unwrap();
+    let snapshots = surge_journal::FsStorage::open(&dir.join("snapshots")).unwrap();
+    let recovery = surge_journal::scan(&journal).unwrap();
+    let (engine, _) =
+        surge_pipeline::restore(limits, &journal, &snapshots, &recovery, None).unwrap();
+    (engine.digest(), engine.last_sequence())
+}
+
+#[test]
+fn retention_archives_only_segments_no_reader_needs_and_a_restart_recovers_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pipeline, config) = run_for_retention(dir.path());
+    let segments_before = segment_names(&dir.path().join("journal"));
+    assert!(segments_before.len() > 6, "the test wants many segments: {segments_before:?}");
+    let (digest, end) = restored_digest(dir.path(), config.limits);
+    assert_eq!(end, Sequence(30));
+
+    let archiver = pipeline.archiver().expect("open_dir archives");
+    let report = archiver.archive(Some(Sequence(30))).unwrap();
+    // Snapshots at 5, 10, .., 30: a start needs the records after 30, or after 25 should the
+    // newest be damaged.
+    assert_eq!(report.through, Some(25));
+    let live = segment_names(&dir.path().join("journal"));
+    let archived = segment_names(&dir.path().join("archive"));
+    assert_eq!(report.moved, archived);
+    assert!(!archived.is_empty());
+    assert_eq!([archived.clone(), live.clone()].concat(), segments_before, "moved, not copied");
+    assert!(first_seq(&live[0]) <= 26, "segment {} holds 26, which is needed", live[0]);
+    assert!(first_seq(&live[1]) > 26, "segment {} holds only records through 25", live[0]);
+    assert!(archiver.archive(Some(Sequence(30))).unwrap().moved.is_empty(), "nothing more to move");
+    pipeline.shutdown();
+
+    // A start after archival, and the engine of a start, are what they were.
+    assert_eq!(restored_digest(dir.path(), config.limits), (digest, end));
+    let (pipeline, report) =
+        Pipeline::open_dir(dir.path(), PipelineConfig { follow_from: Some(end), ..config.clone() })
+            .unwrap();
+    assert_eq!((report.snapshot_sequence, report.next_sequence), (30, 31));
+    pipeline.shutdown();
+    // The snapshot before the newest still recovers: damage the newest and start again.
+    let newest = dir.path().join("snapshots").join(format!("{:020}.snap", 30));
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&newest, &bytes).unwrap();
+    assert_eq!(restored_digest(dir.path(), config.limits), (digest, end));
+    let (pipeline, report) =
+        Pipeline::open_dir(dir.path(), PipelineConfig { follow_from: Some(end), ..config })
+            .unwrap();
+    assert_eq!((report.snapshot_sequence, report.replayed), (25, 5));
+    pipeline.shutdown();
+}
+
+#[test]
+fn retention_keeps_what_a_consumer_behind_the_snapshots_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pipeline, config) = run_for_retention(dir.path());
+    let archiver = pipeline.archiver().unwrap();
+    // A consumer that stored only 4: no two snapshots at or before it, so nothing goes.
+    let report = archiver.archive(Some(Sequence(4))).unwrap();
+    assert!(report.moved.is_empty(), "{report:?}");
+    // One that stored 12: its follower restarts from the snapshot at 10, or at 5 should that one
+    // be damaged, so only what lies wholly before 6 may go.
+    let report = archiver.archive(Some(Sequence(12))).unwrap();
+    assert_eq!(report.through, Some(5));
+    let live = segment_names(&dir.path().join("journal"));
+    assert!(first_seq(&live[0]) <= 6, "segment {} holds 6, which is needed", live[0]);
+    pipeline.shutdown();
+
+    // The consumer restarts where it stored and is handed everything after it.
+    let config = PipelineConfig { follow_from: Some(Sequence(12)), ..config };
+    let (mut pipeline, _) = Pipeline::open_dir(dir.path(), config).unwrap();
+    let outputs = pipeline.take_outputs().unwrap();
+    let seen = follow_until(&outputs, Sequence(30));
+    let sequences: Vec<u64> = seen.iter().map(|(command, ..)| command.sequence.0).collect();
+    assert_eq!(sequences, (13..=30).collect::<Vec<_>>());
+    drop(outputs);
+    pipeline.shutdown();
+}
+
+#[test]
+#[should_panic(expected = "retention needs its stored sequence")]
+fn retention_without_the_consumers_sequence_is_a_bug() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PipelineConfig { follow_from: Some(Sequence(0)), ..config() };
+    let (pipeline, _) = Pipeline::open_dir(dir.path(), config).unwrap();
+    let _ = pipeline.archiver().unwrap().archive(None);
+}
+
+#[test]
+fn the_first_half_of_a_start_changes_nothing_and_the_second_cuts_the_torn_tail() {
+    use surge_journal::Storage as _;
+    let journal = MemStorage::new();
+    {
+        let (pipeline, _) = Pipeline::start(
+            config(),
+            journal.clone(),
+            MemStorage::new(),
+            SystemClock,
+            Arc::new(never_called),
+        )
+        .unwrap();
+        for on_hand in 1..=3 {
+            let stock = Command::SetStock { sku: SkuId(1), warehouse: WarehouseId(0), on_hand };
+            pipeline.handle().submit(stock).unwrap().wait().unwrap();
+        }
+        pipeline.shutdown();
+    }
+    // A crash in the middle of writing record 3; no snapshot covers it.
+    let last = journal.list().unwrap().pop().unwrap();
+    let mut bytes = journal.bytes(&last).unwrap();
+    bytes.truncate(bytes.len() - 5);
+    journal.set_bytes(&last, bytes.clone());
+
+    let restored = Pipeline::restore_storages(
+        config().limits,
+        journal.clone(),
+        MemStorage::new(),
+        SystemClock,
+        Arc::new(never_called),
+    )
+    .unwrap();
+    assert!(restored.report().torn_tail.is_some());
+    assert_eq!(journal.bytes(&last).unwrap(), bytes, "restoring reads only");
+    let (pipeline, report) = restored.start(config()).unwrap();
+    assert_eq!(report.next_sequence, 3);
+    assert!(journal.bytes(&last).unwrap().len() < bytes.len(), "starting cuts the torn record");
+    pipeline.shutdown();
+}

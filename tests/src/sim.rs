@@ -36,6 +36,14 @@
 //!
 //! Every `check_every` steps the projector's store is checked against its own follower engine.
 //!
+//! Journal retention runs at random steps as the gateway runs it: the projection's commits are
+//! synced (the gateway's synced write), then the pipeline's `archive_covered` moves the segments
+//! no reader needs into a third [`MemStorage`], which power losses crash too. Every start still
+//! recovers, restores the engine and the follower from the journal alone, so the checks above
+//! also show that retention kept enough; the checks that read the journal back read the archive
+//! with it ([`surge_journal::WithArchive`]). One damage retention does not survive is left out:
+//! the snapshot it counted on is never flipped (see `Sim::archived_through`).
+//!
 //! There is no wall clock, no thread and no hash-map iteration here: time is a counter the seed
 //! advances, and every map is ordered.
 
@@ -57,10 +65,10 @@ use surge_engine::{
 use surge_journal::record::{parse_segment_name, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use surge_journal::{
     read_from, recover, write_snapshot, JournalConfig, JournalError, MemStorage, Recovery, Storage,
-    TornTail,
+    TornTail, WithArchive,
 };
 use surge_orders_svc::{CheckoutRecord, RecordLine, Shipping};
-use surge_pipeline::{decode_payload, restore, Sequencer};
+use surge_pipeline::{archive_covered, decode_payload, restore, Sequencer};
 
 use crate::model::Model;
 use projector::{Projector, Stop};
@@ -119,6 +127,9 @@ pub struct SimConfig {
     /// Per step: the database syncs the projection's commits (another service's synced write, or
     /// a checkpoint). Until then a power loss may take them back.
     pub projection_sync_probability: f64,
+    /// Per step: a pass of journal retention, as the gateway runs it: a synced write makes the
+    /// projection's watermark durable, then the segments no reader needs move to the archive.
+    pub archive_probability: f64,
     /// Steps between full comparisons of engine and model.
     pub check_every: u64,
     /// Small, so that segments roll over often.
@@ -134,6 +145,10 @@ pub struct SimConfig {
     /// process stops after a failed commit. A power loss can then take away records the projection
     /// holds. Only for the test that proves the "never ahead of the journal" check can fail.
     pub bug_projector_reads_unsynced: bool,
+    /// Deliberately gives journal retention the projection's committed watermark without syncing
+    /// it first, so a power loss can take the watermark back behind what was archived. Only for
+    /// the test that proves the simulator catches a retention that keeps too little.
+    pub bug_archives_by_unsynced_watermark: bool,
 }
 
 impl SimConfig {
@@ -153,11 +168,13 @@ impl SimConfig {
             projector_commit_probability: 0.05,
             projector_crash_probability: 0.004,
             projection_sync_probability: 0.02,
+            archive_probability: 0.01,
             check_every: 25,
             segment_bytes_max: 4096,
             bug_acknowledge_before_commit: false,
             bug_projector_follows_from_journal_end: false,
             bug_projector_reads_unsynced: false,
+            bug_archives_by_unsynced_watermark: false,
         }
     }
 
@@ -185,6 +202,7 @@ impl SimConfig {
                 .max(base.projector_commit_probability / 4.0),
             projector_crash_probability: scale(base.projector_crash_probability),
             projection_sync_probability: scale(base.projection_sync_probability),
+            archive_probability: scale(base.archive_probability),
             ..base
         }
     }
@@ -240,6 +258,9 @@ pub struct SimReport {
     pub projection_checks: u64,
     /// Records the last rebuild skipped as unreadable (each reported, none failing the projection).
     pub records_skipped: u64,
+    /// Passes of journal retention, and the segments they moved to the archive.
+    pub archive_passes: u64,
+    pub segments_archived: u64,
     /// Orders and answers of the last rebuilt projection.
     pub orders: u64,
     pub answers: u64,
@@ -503,6 +524,14 @@ struct Sim<'a> {
     now: u64,
     journal: MemStorage,
     snapshots: MemStorage,
+    /// Where journal retention moves segments; read back with the journal by every check.
+    archive: MemStorage,
+    /// The highest `through` of a retention pass that moved a segment. The snapshot at it is
+    /// never damaged on purpose: retention keeps what a start needs if one of the two snapshots
+    /// it counted on is damaged, not both (README, "Journal retention").
+    archived_through: u64,
+    /// Retention's own choices, so that it never changes the clients and faults of a seed.
+    archive_rng: Rng,
     /// `None` only while the simulated process is down.
     sequencer: Option<Sequencer<MemStorage>>,
     engine: Engine,
@@ -539,6 +568,9 @@ impl<'a> Sim<'a> {
             now: 1_700_000_000_000 * MS,
             journal: MemStorage::new(),
             snapshots: MemStorage::new(),
+            archive: MemStorage::new(),
+            archived_through: 0,
+            archive_rng: Rng::new(config.seed ^ 0x4152_4348_4956_4521),
             sequencer: None,
             engine: Engine::new(SIM_LIMITS),
             shadow: Shadow::new(),
@@ -613,6 +645,9 @@ impl<'a> Sim<'a> {
         }
         if self.rng.chance(config.snapshot_probability) {
             self.write_snapshot()?;
+        }
+        if self.archive_rng.chance(config.archive_probability) {
+            self.archive_pass()?;
         }
         let flow = match self.rng.below(8) {
             0..=3 => {
@@ -987,6 +1022,30 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
+    /// One pass of journal retention, as the gateway's: the projection's commits synced (its
+    /// synced write), then the pipeline's `archive_covered` with the watermark and the follower's
+    /// position.
+    fn archive_pass(&mut self) -> Result<(), SimFailure> {
+        let consumer =
+            self.projector.retention_watermark(self.config.bug_archives_by_unsynced_watermark);
+        let followed = self.projector.followed();
+        let report = archive_covered(
+            &self.journal,
+            &self.archive,
+            &self.snapshots,
+            Some(consumer),
+            followed,
+        )
+        .map_err(|error| self.fail(format!("journal retention failed: {error}")))?;
+        self.report.archive_passes += 1;
+        if let (Some(through), false) = (report.through, report.moved.is_empty()) {
+            self.report.segments_archived += report.moved.len() as u64;
+            self.archived_through = self.archived_through.max(through);
+            self.projector.archived_through = Sequence(self.archived_through);
+        }
+        Ok(())
+    }
+
     // ----- Restarts -----
 
     /// Stops the process, with or without a power loss, and starts it again.
@@ -999,6 +1058,7 @@ impl<'a> Sim<'a> {
         if power_loss {
             self.journal.crash(self.rng.next());
             self.snapshots.crash(self.rng.next());
+            self.archive.crash(self.archive_rng.next());
             self.report.crashes += 1;
         } else {
             self.report.kills += 1;
@@ -1123,12 +1183,14 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
-    /// Every record of the journal, decoded, checked to be numbered 1, 2, 3, ...
+    /// Every record of the journal, the archived segments first, decoded, checked to be numbered
+    /// 1, 2, 3, ...
     fn read_journal(&self) -> Result<Vec<JournalRecord>, SimFailure> {
         let mut records = Vec::new();
         let mut undecodable = None;
-        let result = read_from(&self.journal, 1, |record| {
-            match decode_payload(record.kind, record.payload) {
+        let whole = WithArchive::new(self.journal.clone(), Some(self.archive.clone()));
+        let result =
+            read_from(&whole, 1, |record| match decode_payload(record.kind, record.payload) {
                 Ok((command, attachment)) => {
                     records.push(JournalRecord {
                         stamped: Stamped {
@@ -1148,8 +1210,7 @@ impl<'a> Sim<'a> {
                         Some(format!("journal seq {} does not decode: {error}", record.seq));
                     ControlFlow::Break(())
                 }
-            }
-        });
+            });
         result.map_err(|error| self.fail(format!("reading the journal back failed: {error}")))?;
         if let Some(message) = undecodable {
             return Err(self.fail(message));
@@ -1171,16 +1232,18 @@ impl<'a> Sim<'a> {
     /// journal holds nothing to flip.
     fn flip_journal_bit(&mut self) -> Result<bool, SimFailure> {
         let records = self.read_journal()?;
-        if records.is_empty() {
-            return Ok(false);
-        }
-        let target = records[self.rng.below_usize(records.len())].clone();
-        let last_segment = self
+        let live = self
             .journal
             .list()
-            .map_err(|error| self.fail(format!("listing the journal failed: {error}")))?
-            .into_iter()
-            .rfind(|name| parse_segment_name(name).is_some());
+            .map_err(|error| self.fail(format!("listing the journal failed: {error}")))?;
+        // Recovery reads the journal only; archived segments are the tools' business.
+        let candidates: Vec<&JournalRecord> =
+            records.iter().filter(|record| live.contains(&record.segment)).collect();
+        if candidates.is_empty() {
+            return Ok(false);
+        }
+        let target = candidates[self.rng.below_usize(candidates.len())].clone();
+        let last_segment = live.into_iter().rfind(|name| parse_segment_name(name).is_some());
         let last_record = target.stamped.sequence.0 == records.len() as u64
             && last_segment.as_deref() == Some(target.segment.as_str());
         let (byte, record) = if self.rng.below(8) == 0 {
@@ -1253,7 +1316,13 @@ impl<'a> Sim<'a> {
     /// Flips a bit in a snapshot file; loading must skip it and fall back to an older one or none.
     fn flip_snapshot_bit(&mut self) {
         let Ok(names) = self.snapshots.list() else { return };
-        let names: Vec<String> = names.into_iter().filter(|name| name.ends_with(".snap")).collect();
+        // Not the snapshot retention counts on (see `archived_through`).
+        let kept = (self.archived_through > 0)
+            .then(|| surge_journal::snapshot::snapshot_name(self.archived_through));
+        let names: Vec<String> = names
+            .into_iter()
+            .filter(|name| name.ends_with(".snap") && Some(name) != kept.as_ref())
+            .collect();
         if names.is_empty() {
             return;
         }

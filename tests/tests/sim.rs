@@ -1,6 +1,6 @@
 //! The deterministic simulator over fixed seeds, and proof that it can fail: a run that breaks the
-//! durability rule on purpose must be reported with its seed, so must a projector broken on
-//! purpose, and flipped bits must be detected.
+//! durability rule on purpose must be reported with its seed, so must a projector or a journal
+//! retention broken on purpose, and flipped bits must be detected.
 //! `cargo xtask sim` runs many more seeds, starting from the clock.
 
 use surge_tests::sim::{run, SimConfig, SimFailure, SimReport};
@@ -50,6 +50,8 @@ fn twenty_seeds_keep_every_acknowledged_command_and_match_the_model() {
     for report in &reports {
         assert!(report.projection_checks >= report.restarts, "a check at every start: {report:?}");
     }
+    // And journal retention, with restarts after it.
+    assert!(total(|r| r.segments_archived) > 50, "archived: {}", total(|r| r.segments_archived));
 }
 
 #[test]
@@ -145,4 +147,24 @@ fn flipped_bits_in_snapshots_are_skipped() {
     let failures: Vec<String> = failures.iter().map(ToString::to_string).collect();
     assert!(failures.is_empty(), "failing seeds:\n{}", failures.join("\n"));
     assert!(reports.iter().map(|report| report.snapshot_bit_flips).sum::<u64>() > 0);
+}
+
+#[test]
+fn a_retention_that_trusts_an_unsynced_watermark_is_reported_with_its_seed() {
+    // The broken retention archives by the projection's committed watermark without syncing it;
+    // a power loss then takes the watermark back behind what was archived, and the follower of the
+    // next start needs records the journal no longer holds.
+    let broken = |seed| SimConfig {
+        bug_archives_by_unsynced_watermark: true,
+        crash_probability: 0.01,
+        projection_sync_probability: 0.0,
+        archive_probability: 0.05,
+        ..SimConfig::new(seed, 2_000)
+    };
+    let caught = (500..520).find_map(|seed| run(&broken(seed)).err());
+    let failure = caught.expect("one of twenty seeds catches a retention that kept too little");
+    assert!(failure.message.contains("the follower could not be restored"), "{failure}");
+    let fixed = SimConfig { bug_archives_by_unsynced_watermark: false, ..broken(failure.seed) };
+    let report = run(&fixed).expect("the same seed passes with the watermark synced");
+    assert!(report.segments_archived > 0, "{report:?}");
 }

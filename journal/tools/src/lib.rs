@@ -5,10 +5,16 @@
 //! them for its `journal` subcommands.
 //!
 //! All three only read. `verify` checks every record (framing, checksum, sequence, and that the
-//! payload decodes as a command) and exits 2 naming the segment and byte offset of the first bad
-//! record; a torn final record is reported but is not an error, because the next start cuts it.
-//! `replay` rebuilds the engine exactly as a start would and prints its state digest, so two nodes
-//! (or a node and a backup) can be compared without serving traffic.
+//! payload decodes as a command, with its attachment when it has one) and exits 2 naming the
+//! segment and byte offset of the first bad record; a torn final record is reported but is not an
+//! error, because the next start cuts it. `replay` rebuilds the engine as a start would and
+//! prints its state digest, so two nodes (or a node and a backup) can be compared without serving
+//! traffic.
+//!
+//! All three read the segments that journal retention moved into `archive/` too, as one journal
+//! with `journal/` ([`surge_journal::WithArchive`]): `verify` checks them, and that they continue
+//! into the journal; `inspect --from` and `replay --to` reach back into them. A start reads
+//! `journal/` only, which retention keeps sufficient for it.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -16,10 +22,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use surge_engine::codec::decode_command;
 use surge_engine::time::rfc3339;
 use surge_engine::{Command, Expiry, Limits, ReleaseReason, Sequence, Timestamp};
-use surge_journal::{FsStorage, JournalError};
+use surge_journal::{FsStorage, JournalError, WithArchive};
+use surge_pipeline::decode_payload;
 
 /// Exit code for a journal that is damaged somewhere other than its final record.
 const EXIT_CORRUPT: u8 = 2;
@@ -35,9 +41,22 @@ pub fn open_storages(data_dir: &Path) -> anyhow::Result<(FsStorage, FsStorage)> 
     Ok((journal, snapshots))
 }
 
+/// The journal of a data directory behind the segments retention archived, read as one. Creates
+/// nothing: without an `archive/` directory, the journal alone.
+pub fn open_journal_with_archive(data_dir: &Path) -> anyhow::Result<WithArchive<FsStorage>> {
+    let (journal, _) = open_storages(data_dir)?;
+    let archive_dir = data_dir.join("archive");
+    let archive = if archive_dir.is_dir() {
+        Some(FsStorage::open(&archive_dir).context("open archive directory")?)
+    } else {
+        None
+    };
+    Ok(WithArchive::new(journal, archive))
+}
+
 /// `surge journal verify`.
 pub fn verify(data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let (journal, _) = open_storages(data_dir)?;
+    let journal = open_journal_with_archive(data_dir)?;
     let recovery = match surge_journal::scan(&journal) {
         Ok(recovery) => recovery,
         Err(error @ JournalError::Corrupt { .. }) => {
@@ -49,7 +68,7 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let mut records = 0u64;
     let mut bad_payload = None;
     surge_journal::read_from(&journal, 0, |record| {
-        if let Err(error) = decode_command(record.payload) {
+        if let Err(error) = decode_payload(record.kind, record.payload) {
             bad_payload = Some(format!(
                 "record {} in segment {} at byte {} does not decode: {error}",
                 record.seq, record.segment, record.offset
@@ -72,6 +91,8 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<ExitCode> {
             "ok": true,
             "records": records,
             "segments": recovery.segments.len(),
+            "archived_segments": journal.archived_segments()?,
+            "first_sequence": recovery.segments.first().map(|segment| segment.first_seq),
             "last_sequence": recovery.next_seq - 1,
             "torn_tail": torn,
         })
@@ -81,7 +102,7 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<ExitCode> {
 
 /// `surge journal inspect`.
 pub fn inspect(data_dir: &Path, from: u64, limit: Option<u64>) -> anyhow::Result<ExitCode> {
-    let (journal, _) = open_storages(data_dir)?;
+    let journal = open_journal_with_archive(data_dir)?;
     let mut printed = 0u64;
     let mut failure = None;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -89,8 +110,8 @@ pub fn inspect(data_dir: &Path, from: u64, limit: Option<u64>) -> anyhow::Result
         if limit.is_some_and(|limit| printed >= limit) {
             return ControlFlow::Break(());
         }
-        let command = match decode_command(record.payload) {
-            Ok(command) => command_json(&command),
+        let command = match decode_payload(record.kind, record.payload) {
+            Ok((command, _)) => command_json(&command),
             Err(error) => {
                 failure = Some(anyhow::anyhow!(
                     "record {} in segment {} at byte {} does not decode: {error}",
@@ -119,7 +140,8 @@ pub fn inspect(data_dir: &Path, from: u64, limit: Option<u64>) -> anyhow::Result
 
 /// `surge journal replay`.
 pub fn replay(data_dir: &Path, to: Option<u64>, limits: Limits) -> anyhow::Result<ExitCode> {
-    let (journal, snapshots) = open_storages(data_dir)?;
+    let (_, snapshots) = open_storages(data_dir)?;
+    let journal = open_journal_with_archive(data_dir)?;
     let started = std::time::Instant::now();
     let recovery = surge_journal::scan(&journal)?;
     let (engine, report) =

@@ -100,6 +100,8 @@ fn main() -> ExitCode {
                 total.records_skipped += report.records_skipped;
                 total.orders += report.orders;
                 total.answers += report.answers;
+                total.archive_passes += report.archive_passes;
+                total.segments_archived += report.segments_archived;
             }
             Err(failure) => {
                 failures += 1;
@@ -147,6 +149,10 @@ fn main() -> ExitCode {
         total.records_skipped,
         total.orders,
         total.answers,
+    );
+    println!(
+        "sim: journal retention: {} passes moved {} segments to the archive",
+        total.archive_passes, total.segments_archived,
     );
     if failures == 0 {
         ExitCode::SUCCESS

@@ -76,9 +76,8 @@ pub(super) struct Projector {
     engine: Engine,
     /// Reads the journal after `engine`'s last sequence; `None` while the process is down.
     tail: Option<JournalTail<MemStorage>>,
-    /// What recovery found at the process's start. A crash of the projector alone restores its
-    /// follower with it, as a restart would: `restore` needs it for the journal's first segment,
-    /// which has not changed since.
+    /// What recovery found at the process's start, or a scan at the last crash of the projector
+    /// alone, which restores its follower as a restart would.
     recovery: Option<Recovery>,
     /// Outputs the follower made that are not projected yet.
     outputs: VecDeque<Output>,
@@ -88,6 +87,10 @@ pub(super) struct Projector {
     work: Vec<Work>,
     /// Records the projection reported skipped that the simulator has not looked at yet.
     skipped: Vec<Skipped>,
+    /// What journal retention moved to the archive ends at or before this sequence: the
+    /// follower never restarts before it on purpose, since the real one never restarts before the
+    /// watermark, which is past it.
+    pub(super) archived_through: Sequence,
 }
 
 impl Projector {
@@ -107,12 +110,28 @@ impl Projector {
             rows: Rows::default(),
             work: Vec::new(),
             skipped: Vec::new(),
+            archived_through: Sequence(0),
         }
     }
 
     /// The committed watermark: how far the projection stands once its open transaction is gone.
     fn committed_watermark(&self) -> Sequence {
         self.rows.committed_watermark()
+    }
+
+    /// The watermark journal retention is given: the committed one, made durable first by a sync
+    /// as the gateway's synced write makes it. With `bug_unsynced`, not synced: a power loss may
+    /// then take it back.
+    pub(super) fn retention_watermark(&mut self, bug_unsynced: bool) -> Sequence {
+        if !bug_unsynced {
+            self.rows.sync();
+        }
+        self.committed_watermark()
+    }
+
+    /// The last sequence the follower has read.
+    pub(super) fn followed(&self) -> Sequence {
+        self.engine.last_sequence()
     }
 
     /// The process stopped: the open transaction and the outputs in flight are gone, and with a
@@ -327,10 +346,16 @@ impl Projector {
     ) -> Result<(), String> {
         report.projector_crashes += 1;
         self.stop(durable, Stop::Kill, report);
+        // As a restart would, from the journal as it is now: records were appended since the
+        // process started, and `restore` checks its snapshot against the journal's end.
+        let recovery = scan(journal).map_err(|error| format!("scanning the journal: {error}"))?;
+        self.recovery = Some(recovery);
         let watermark = self.committed_watermark();
         let from = if self.rng.below(4) == 0 && watermark.0 > 0 {
             report.projector_restarts_before_watermark += 1;
-            Sequence(watermark.0 - 1 - self.rng.below(watermark.0.min(EARLY_RESTART_MAX)))
+            let early =
+                Sequence(watermark.0 - 1 - self.rng.below(watermark.0.min(EARLY_RESTART_MAX)));
+            early.max(self.archived_through.min(watermark))
         } else {
             watermark
         };
