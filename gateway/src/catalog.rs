@@ -12,9 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::routing::{get, post, put};
 use axum::Router;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -884,12 +883,13 @@ struct BulkFailure {
 async fn create_products_bulk(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: axum::extract::Request,
 ) -> Result<Json<Value>, ApiError> {
+    // Who may upload and what is decided before a byte of the (up to 16 MiB) body is read.
     let seller_id = caller.require(Role::Seller)?.user_id;
     let services = state.services()?;
-    let is_ndjson = headers
+    let is_ndjson = request
+        .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
@@ -903,6 +903,7 @@ async fn create_products_bulk(
             "Content-Type must be application/x-ndjson or application/json",
         ));
     }
+    let body = <Bytes as axum::extract::FromRequest<_>>::from_request(request, &state).await;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::payload_too_large(format!("the body exceeds {BULK_BODY_BYTES_MAX} bytes"))

@@ -209,3 +209,21 @@ async fn public_catalog_reads_are_limited_per_client_address() {
     assert!(refused.headers().contains_key("retry-after"));
     assert_eq!(status(get([10, 0, 0, 2], "/v1/categories").await), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_bulk_upload_by_a_buyer_is_refused_before_its_body_is_read() {
+    let app = TestApp::start(TestApp::config()).await;
+    let (_, buyer) = app.user("buyer").await;
+    // A body that never arrives: only a handler that decides before reading it can answer.
+    let request = Request::post("/v1/products/bulk")
+        .header("content-type", "application/x-ndjson")
+        .header("authorization", format!("Bearer {buyer}"))
+        .body(Body::new(NeverBody))
+        .unwrap();
+    let answered =
+        tokio::time::timeout(Duration::from_secs(20), app.router.clone().oneshot(request))
+            .await
+            .expect("answered without waiting for the body")
+            .unwrap();
+    problem(answered, StatusCode::FORBIDDEN, "forbidden").await;
+}
