@@ -344,39 +344,27 @@ impl Passwords {
 
     /// A new hash of `password`.
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
-        self.run(move || hash_password(&password)).await?
+        self.bound.run(move || hash_password(&password)).await?
     }
 
     /// Whether `password` matches `stored`; with no stored hash (an unknown email, a user without
     /// a password), the same work is done against a dummy and the answer is `false`.
     pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, ApiError> {
-        let dummy = match &stored {
-            Some(_) => None,
-            None => Some(self.dummy().await?),
+        let (hash, known) = match stored {
+            Some(stored) => (stored, true),
+            None => (self.dummy().await?, false),
         };
-        self.run(move || match stored {
-            Some(stored) => verify_password(&password, &stored),
-            None => {
-                verify_password(&password, dummy.as_deref().unwrap_or_default());
-                false
-            }
-        })
-        .await
+        // Checked in both cases, so an unknown email takes as long as a wrong password.
+        let matches = self.bound.run(move || verify_password(&password, &hash)).await?;
+        Ok(known && matches)
     }
 
     async fn dummy(&self) -> Result<String, ApiError> {
         if let Some(dummy) = self.dummy.get() {
             return Ok(dummy.clone());
         }
-        let hash = self.run(|| hash_password("not anyone's password")).await??;
+        let hash = self.bound.run(|| hash_password("not anyone's password")).await??;
         Ok(self.dummy.get_or_init(|| hash).clone())
-    }
-
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        self.bound.run(work).await
     }
 }
 

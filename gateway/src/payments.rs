@@ -204,14 +204,11 @@ pub async fn apply_results(
         .filter(|result| names_an_order(&services.engine, result.order))
         .map(|result| result.command())
         .collect();
-    match commands.len() {
-        0 => Ok(()),
-        1 => crate::submit(&services.engine, commands[0]).await.map(drop),
-        _ => {
-            let ticket = services.engine.try_submit_group(commands).map_err(crate::submit_error)?;
-            ticket.outcomes().await.map_err(crate::submit_error).map(drop)
-        }
+    if commands.is_empty() {
+        return Ok(());
     }
+    let ticket = services.engine.try_submit_group(commands).map_err(crate::submit_error)?;
+    ticket.outcomes().await.map_err(crate::submit_error).map(drop)
 }
 
 /// The payment work the projection asks for, done against the provider. Every call carries the

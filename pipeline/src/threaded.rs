@@ -299,51 +299,47 @@ impl Handle {
         attachment: Option<Vec<u8>>,
         wait_for_room: bool,
     ) -> Result<Ticket, SubmitError> {
+        let (reply, ticket) = oneshot::channel();
+        self.enqueue(Message::Command { command, attachment, reply: Some(reply) }, wait_for_room)?;
+        Ok(Ticket { reply: ticket })
+    }
+
+    /// Puts a message on the queue: waiting for room, or answering `Overloaded` when it is full.
+    fn enqueue(&self, message: Message, wait_for_room: bool) -> Result<(), SubmitError> {
         if self.shared.stopping.load(Ordering::Acquire) {
             return Err(SubmitError::Stopped);
         }
-        let (reply, ticket) = oneshot::channel();
-        let message = Message::Command { command, attachment, reply: Some(reply) };
         if wait_for_room {
-            self.queue.send(message).map_err(|_| SubmitError::Stopped)?;
-        } else {
-            match self.queue.try_send(message) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
-                Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Stopped),
-            }
+            return self.queue.send(message).map_err(|_| SubmitError::Stopped);
         }
-        Ok(Ticket { reply: ticket })
+        self.queue.try_send(message).map_err(|error| match error {
+            TrySendError::Full(_) => SubmitError::Overloaded,
+            TrySendError::Disconnected(_) => SubmitError::Stopped,
+        })
+    }
+
+    fn send_group(
+        &self,
+        commands: Vec<Command>,
+        wait_for_room: bool,
+    ) -> Result<GroupTicket, SubmitError> {
+        let (reply, ticket) = oneshot::channel();
+        let results = Vec::with_capacity(commands.len());
+        self.enqueue(Message::Group { commands, results, reply }, wait_for_room)?;
+        Ok(GroupTicket { reply: ticket })
     }
 
     /// Queues commands that are journaled in one batch and answered together, waiting for room.
     /// For bulk producers (stock imports, load generators): one wake-up per group instead of one per
     /// command.
     pub fn submit_group(&self, commands: Vec<Command>) -> Result<GroupTicket, SubmitError> {
-        if self.shared.stopping.load(Ordering::Acquire) {
-            return Err(SubmitError::Stopped);
-        }
-        let (reply, ticket) = oneshot::channel();
-        let results = Vec::with_capacity(commands.len());
-        self.queue
-            .send(Message::Group { commands, results, reply })
-            .map_err(|_| SubmitError::Stopped)?;
-        Ok(GroupTicket { reply: ticket })
+        self.send_group(commands, true)
     }
 
     /// [`Handle::submit_group`] for request handlers and async producers: answers `Overloaded` at
     /// once when the queue is full instead of waiting for room.
     pub fn try_submit_group(&self, commands: Vec<Command>) -> Result<GroupTicket, SubmitError> {
-        if self.shared.stopping.load(Ordering::Acquire) {
-            return Err(SubmitError::Stopped);
-        }
-        let (reply, ticket) = oneshot::channel();
-        let results = Vec::with_capacity(commands.len());
-        match self.queue.try_send(Message::Group { commands, results, reply }) {
-            Ok(()) => Ok(GroupTicket { reply: ticket }),
-            Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
-        }
+        self.send_group(commands, false)
     }
 
     /// The sequence of the last command the journal made durable (0 before the first), read from
